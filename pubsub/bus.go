@@ -1,0 +1,285 @@
+// Package pubsub moves byte payloads over named Redis Pub/Sub channels. It
+// publishes numbered messages atomically and keeps one shared subscriber
+// connection per process, subscribed to exactly the channels in use.
+//
+// It knows nothing of what the payloads mean or who receives them.
+package pubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Handler receives every message on a subscribed channel. It is called from
+// the bus's single receive loop, in the order Redis delivered the messages,
+// and must not block: a slow handler delays every channel of the process.
+// The payload is the handler's to keep.
+type Handler func(channel string, payload []byte)
+
+// Config tunes a Bus. The zero value is usable.
+type Config struct {
+	// Logger receives connection problems. Nil means slog.Default().
+	Logger *slog.Logger
+	// HealthCheck is how long the receive loop waits for a message before
+	// it pings Redis to check the subscriber connection. Zero means 15s.
+	HealthCheck time.Duration
+	// MaxBackoff caps the wait between reconnect attempts while Redis is
+	// unreachable. Zero means 2s.
+	MaxBackoff time.Duration
+}
+
+// ErrClosed is returned by calls on a Bus after Close.
+var ErrClosed = errors.New("pubsub: bus closed")
+
+// Bus publishes to and subscribes on Redis channels for one process.
+//
+// Subscriptions are reference-counted: the first Subscribe of a channel
+// sends SUBSCRIBE and waits for Redis to confirm it; later ones only count;
+// the last Unsubscribe sends UNSUBSCRIBE. All share one connection, which
+// go-redis re-establishes (re-subscribing every channel) after a failure.
+type Bus struct {
+	rdb redis.UniversalClient
+	ps  *redis.PubSub
+	log *slog.Logger
+	cfg Config
+
+	// cmdMu orders SUBSCRIBE and UNSUBSCRIBE commands with the reference
+	// counts that caused them, so Redis sees them in the order they were
+	// decided. Lock order: cmdMu, then mu.
+	cmdMu sync.Mutex
+
+	mu sync.Mutex // guards the fields below; never held across I/O
+	// refs counts local subscribers per channel.
+	refs map[string]int
+	// ready is closed once Redis has confirmed the channel's current
+	// subscription.
+	ready map[string]chan struct{}
+	// pending holds, per channel, one chan for each SUBSCRIBE sent and not
+	// yet confirmed, oldest first; Redis confirms in the order sent.
+	pending map[string][]chan struct{}
+	closed  bool
+}
+
+// New returns a Bus on rdb. Call Run to start receiving.
+func New(rdb redis.UniversalClient, cfg Config) *Bus {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HealthCheck <= 0 {
+		cfg.HealthCheck = 15 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 2 * time.Second
+	}
+	return &Bus{
+		rdb:     rdb,
+		ps:      rdb.Subscribe(context.Background()), // no channels yet: connects lazily
+		log:     cfg.Logger.With("component", "pubsub"),
+		cfg:     cfg,
+		refs:    make(map[string]int),
+		ready:   make(map[string]chan struct{}),
+		pending: make(map[string][]chan struct{}),
+	}
+}
+
+// Subscribe adds one local subscriber to channel and returns once Redis has
+// confirmed the subscription, so every message published after it returns
+// reaches the handler. On error the subscriber was not added.
+func (b *Bus) Subscribe(ctx context.Context, channel string) error {
+	b.cmdMu.Lock()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		b.cmdMu.Unlock()
+		return ErrClosed
+	}
+	b.refs[channel]++
+	if b.refs[channel] > 1 {
+		ready := b.ready[channel]
+		b.mu.Unlock()
+		b.cmdMu.Unlock()
+		return b.await(ctx, channel, ready)
+	}
+	ready := make(chan struct{})
+	b.ready[channel] = ready
+	b.pending[channel] = append(b.pending[channel], ready)
+	b.mu.Unlock()
+	err := b.ps.Subscribe(ctx, channel)
+	b.cmdMu.Unlock()
+	if err != nil {
+		b.release(channel)
+		return fmt.Errorf("pubsub: subscribe %q: %w", channel, err)
+	}
+	return b.await(ctx, channel, ready)
+}
+
+func (b *Bus) await(ctx context.Context, channel string, ready chan struct{}) error {
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		b.release(channel)
+		return fmt.Errorf("pubsub: subscribe %q: waiting for confirmation: %w", channel, ctx.Err())
+	}
+}
+
+// release drops a subscriber whose Subscribe failed.
+func (b *Bus) release(channel string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Unsubscribe(ctx, channel); err != nil && !errors.Is(err, ErrClosed) {
+		b.log.Warn("unsubscribe after failed subscribe", "channel", channel, "err", err)
+	}
+}
+
+// Unsubscribe removes one local subscriber from channel; the last one
+// unsubscribes the process in Redis.
+func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
+	b.cmdMu.Lock()
+	defer b.cmdMu.Unlock()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	n := b.refs[channel]
+	switch {
+	case n == 0:
+		b.mu.Unlock()
+		return nil
+	case n > 1:
+		b.refs[channel] = n - 1
+		b.mu.Unlock()
+		return nil
+	}
+	delete(b.refs, channel)
+	delete(b.ready, channel)
+	b.mu.Unlock()
+	if err := b.ps.Unsubscribe(ctx, channel); err != nil {
+		// The connection is broken; go-redis re-subscribes only the
+		// channels still wanted when it reconnects.
+		return fmt.Errorf("pubsub: unsubscribe %q: %w", channel, err)
+	}
+	return nil
+}
+
+// Channels returns how many channels the process is subscribed to.
+func (b *Bus) Channels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.refs)
+}
+
+// Run receives messages and passes them to h until ctx is done or the Bus
+// is closed. It reconnects with capped exponential backoff when Redis
+// fails. Run must be called exactly once.
+func (b *Bus) Run(ctx context.Context, h Handler) error {
+	backoff := 50 * time.Millisecond
+	for {
+		msg, err := b.ps.ReceiveTimeout(ctx, b.cfg.HealthCheck)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if b.isClosed() {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Quiet connection: a PING proves it alive, or breaks
+				// it so that the next receive reconnects.
+				if perr := b.ps.Ping(ctx); perr != nil {
+					b.log.Warn("redis subscriber ping failed", "err", perr)
+				}
+				continue
+			}
+			b.log.Warn("redis subscriber connection lost; reconnecting", "err", err, "retry_in", backoff)
+			b.reconnected()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, b.cfg.MaxBackoff)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		switch m := msg.(type) {
+		case *redis.Message:
+			h(m.Channel, []byte(m.Payload))
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				b.confirm(m.Channel)
+			}
+		case *redis.Pong:
+		}
+	}
+}
+
+// confirm marks the oldest unconfirmed SUBSCRIBE of channel as done.
+// Confirmations nobody waits for (re-subscriptions after a reconnect of
+// channels already confirmed) are ignored.
+func (b *Bus) confirm(channel string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.pending[channel]
+	if len(q) == 0 {
+		return
+	}
+	close(q[0])
+	if len(q) == 1 {
+		delete(b.pending, channel)
+	} else {
+		b.pending[channel] = q[1:]
+	}
+}
+
+// reconnected is called after the subscriber connection broke. Commands
+// sent on it may never be confirmed; go-redis re-subscribes every wanted
+// channel on the new connection, so each unconfirmed channel now waits for
+// exactly that one confirmation.
+func (b *Bus) reconnected() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch, q := range b.pending {
+		for _, c := range q {
+			if c != b.ready[ch] {
+				close(c)
+			}
+		}
+		delete(b.pending, ch)
+	}
+	for ch, c := range b.ready {
+		select {
+		case <-c:
+		default:
+			b.pending[ch] = []chan struct{}{c}
+		}
+	}
+}
+
+func (b *Bus) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Close closes the subscriber connection and stops Run. It does not close
+// the Redis client, which the caller owns.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	return b.ps.Close()
+}

@@ -1,0 +1,217 @@
+package pubsub_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/callgate/callgate/internal/redistest"
+	"github.com/callgate/callgate/pubsub"
+)
+
+type received struct{ channel, payload string }
+
+// startBus runs a Bus against srv and returns it with the stream of
+// messages its handler saw.
+func startBus(t *testing.T, srv *redistest.Server) (*pubsub.Bus, <-chan received) {
+	t.Helper()
+	bus := pubsub.New(srv.Client(t), pubsub.Config{})
+	out := make(chan received, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bus.Run(ctx, func(ch string, p []byte) { out <- received{ch, string(p)} })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		bus.Close()
+		<-done
+	})
+	return bus, out
+}
+
+func next(t *testing.T, c <-chan received) received {
+	t.Helper()
+	select {
+	case m := <-c:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message within 5s")
+		return received{}
+	}
+}
+
+func TestPublishNumbersInOrder(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, msgs := startBus(t, srv)
+	ctx := context.Background()
+	chA, chB := prefix+":a", prefix+":b"
+	for _, ch := range []string{chA, chB} {
+		if err := bus.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := pubsub.New(srv.Client(t), pubsub.Config{})
+	for i := 1; i <= 50; i++ {
+		res, err := pub.Publish(ctx, pubsub.Message{
+			Seq:      prefix + ":seq",
+			Channels: []string{chA, chB},
+			Head:     []byte("n="),
+			Tail:     []byte(";"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Seq != int64(i) || res.Duplicate {
+			t.Fatalf("publish %d: got %+v", i, res)
+		}
+	}
+	for i := 1; i <= 50; i++ {
+		for _, ch := range []string{chA, chB} {
+			m := next(t, msgs)
+			want := received{ch, fmt.Sprintf("n=%d;", i)}
+			if m != want {
+				t.Fatalf("message %d: got %+v, want %+v", i, m, want)
+			}
+		}
+	}
+}
+
+func TestPublishDeduplicates(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, msgs := startBus(t, srv)
+	ctx := context.Background()
+	ch := prefix + ":c"
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	m := pubsub.Message{Seq: prefix + ":seq", Dedup: prefix + ":d1", Channels: []string{ch}, Head: []byte("x")}
+	first, err := bus.Publish(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := bus.Publish(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Duplicate || !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("first %+v, again %+v", first, again)
+	}
+	m.Dedup = prefix + ":d2"
+	if _, err := bus.Publish(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(t, msgs).payload; got != "x1" {
+		t.Fatalf("first delivery %q", got)
+	}
+	if got := next(t, msgs).payload; got != "x2" {
+		t.Fatalf("second delivery %q, want x2 (the duplicate must not be published)", got)
+	}
+}
+
+// TestSubscriptionsAreCounted checks that the process holds a Redis
+// subscription exactly while it has local subscribers.
+func TestSubscriptionsAreCounted(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, msgs := startBus(t, srv)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	ch := prefix + ":counted"
+	numsub := func() int64 {
+		t.Helper()
+		n, err := rdb.PubSubNumSub(ctx, ch).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n[ch]
+	}
+	for range 3 {
+		if err := bus.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := numsub(); got != 1 {
+		t.Fatalf("after 3 local subscribers: %d Redis subscriptions, want 1", got)
+	}
+	if bus.Channels() != 1 {
+		t.Fatalf("Channels() = %d", bus.Channels())
+	}
+	for range 2 {
+		if err := bus.Unsubscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := numsub(); got != 1 {
+		t.Fatalf("with 1 local subscriber left: %d Redis subscriptions, want 1", got)
+	}
+	if err := bus.Unsubscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	// The UNSUBSCRIBE is confirmed asynchronously; a publish on another
+	// channel that this bus still follows orders after it.
+	marker := prefix + ":marker"
+	if err := bus.Subscribe(ctx, marker); err != nil {
+		t.Fatal(err)
+	}
+	if got := numsub(); got != 0 {
+		t.Fatalf("after the last local subscriber left: %d Redis subscriptions, want 0", got)
+	}
+	if bus.Channels() != 1 {
+		t.Fatalf("Channels() = %d, want 1 (the marker)", bus.Channels())
+	}
+	if err := rdb.Publish(ctx, ch, "late").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Publish(ctx, marker, "m").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, msgs); m.channel != marker {
+		t.Fatalf("got %+v after unsubscribing", m)
+	}
+}
+
+// TestResubscribesAfterConnectionLoss kills the subscriber connection and
+// checks that the channel is followed again without any local action.
+func TestResubscribesAfterConnectionLoss(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, msgs := startBus(t, srv)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	ch := prefix + ":resub"
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Real {
+		if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		srv.Mini.Close()
+		if err := srv.Mini.Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := rdb.PubSubNumSub(ctx, ch).Result()
+		if err == nil && n[ch] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not re-subscribed within 10s (numsub %v, err %v)", n, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling Redis state, which offers no notification
+	}
+	if err := rdb.Publish(ctx, ch, "after").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, msgs); m.payload != "after" {
+		t.Fatalf("got %+v", m)
+	}
+}
