@@ -1,0 +1,203 @@
+package calls
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SignatureHeader is the HTTP header that carries an ElevenLabs webhook signature.
+const SignatureHeader = "ElevenLabs-Signature"
+
+// maxSignatureHeaderLen bounds the work spent on a header an attacker controls;
+// a genuine one is about 80 bytes.
+const maxSignatureHeaderLen = 4096
+
+// Default limits, matching what the ElevenLabs SDKs accept.
+const (
+	defaultSignatureMaxAge  = 30 * time.Minute
+	defaultSignatureMaxSkew = 5 * time.Minute
+)
+
+// Errors returned by ParseSignature and Verifier.Verify. A receiver answers
+// ErrNoSecrets with 5xx (so ElevenLabs retries once the gateway is fixed) and
+// the others with 401.
+var (
+	ErrSignatureMissing   = errors.New("calls: signature header missing")
+	ErrSignatureMalformed = errors.New("calls: signature header malformed")
+	ErrSignatureExpired   = errors.New("calls: signature timestamp too old")
+	ErrSignatureFuture    = errors.New("calls: signature timestamp too far in the future")
+	ErrSignatureMismatch  = errors.New("calls: signature does not match")
+	ErrNoSecrets          = errors.New("calls: no webhook secret configured")
+)
+
+// Signature is a parsed ElevenLabs-Signature header.
+type Signature struct {
+	// T is the timestamp exactly as sent; the HMAC covers these bytes, not
+	// a re-formatting of Timestamp.
+	T string
+	// Timestamp is T in Unix seconds.
+	Timestamp int64
+	// V0 holds every decoded v0 value; ElevenLabs may send more than one.
+	V0 [][]byte
+}
+
+// ParseSignature parses a header of the form "t=<unix seconds>,v0=<hex>".
+// Unknown keys are ignored so that new signature schemes do not break
+// parsing. Errors wrap ErrSignatureMissing or ErrSignatureMalformed.
+func ParseSignature(header string) (Signature, error) {
+	if len(header) > maxSignatureHeaderLen {
+		return Signature{}, fmt.Errorf("%w: header is %d bytes, limit is %d",
+			ErrSignatureMalformed, len(header), maxSignatureHeaderLen)
+	}
+	if strings.TrimSpace(header) == "" {
+		return Signature{}, ErrSignatureMissing
+	}
+	var sig Signature
+	haveT := false
+	for i, part := range strings.Split(header, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		key, value, ok := strings.Cut(part, "=")
+		if !ok {
+			return Signature{}, fmt.Errorf("%w: part %d is not key=value", ErrSignatureMalformed, i)
+		}
+		switch key {
+		case "t":
+			if haveT {
+				return Signature{}, fmt.Errorf("%w: more than one t", ErrSignatureMalformed)
+			}
+			ts, err := parseUnixSeconds(value)
+			if err != nil {
+				return Signature{}, fmt.Errorf("%w: t: %w", ErrSignatureMalformed, err)
+			}
+			sig.T, sig.Timestamp, haveT = value, ts, true
+		case "v0":
+			mac, err := hex.DecodeString(value)
+			if err != nil {
+				return Signature{}, fmt.Errorf("%w: v0: %w", ErrSignatureMalformed, err)
+			}
+			if len(mac) != sha256.Size {
+				return Signature{}, fmt.Errorf("%w: v0 is %d bytes, want %d",
+					ErrSignatureMalformed, len(mac), sha256.Size)
+			}
+			sig.V0 = append(sig.V0, mac)
+		}
+	}
+	if !haveT {
+		return Signature{}, fmt.Errorf("%w: no t", ErrSignatureMalformed)
+	}
+	if len(sig.V0) == 0 {
+		return Signature{}, fmt.Errorf("%w: no v0", ErrSignatureMalformed)
+	}
+	return sig, nil
+}
+
+// parseUnixSeconds accepts only plain decimal digits: strconv.ParseInt alone
+// would also take signs, which no signer produces.
+func parseUnixSeconds(s string) (int64, error) {
+	if s == "" {
+		return 0, errors.New("empty")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("not a decimal integer")
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// Verifier checks ElevenLabs webhook signatures. The zero value of each
+// field other than Secrets picks a sensible default.
+type Verifier struct {
+	// Secrets are the webhook secrets to accept. Several are allowed so a
+	// secret can be rotated without dropping webhooks; empty ones are skipped.
+	Secrets [][]byte
+	// MaxAge is how old a signature may be; zero (or less) means 30 minutes.
+	MaxAge time.Duration
+	// MaxSkew is how far in the future a signature may be, to tolerate clock
+	// drift; zero (or less) means 5 minutes.
+	MaxSkew time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Verify checks that header is a fresh, valid signature of body under one of
+// the secrets. The timestamp is checked before the HMAC so that replayed or
+// junk requests are rejected without hashing a possibly large body.
+func (v *Verifier) Verify(header string, body []byte) error {
+	if !v.hasSecret() {
+		return ErrNoSecrets
+	}
+	sig, err := ParseSignature(header)
+	if err != nil {
+		return err
+	}
+
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	nowSec := now().Unix()
+	// Compare against now±limit rather than subtracting from Timestamp,
+	// which can be near the int64 limit.
+	if sig.Timestamp < nowSec-seconds(v.MaxAge, defaultSignatureMaxAge) {
+		return fmt.Errorf("%w: t=%d, now=%d", ErrSignatureExpired, sig.Timestamp, nowSec)
+	}
+	if sig.Timestamp > nowSec+seconds(v.MaxSkew, defaultSignatureMaxSkew) {
+		return fmt.Errorf("%w: t=%d, now=%d", ErrSignatureFuture, sig.Timestamp, nowSec)
+	}
+
+	for _, secret := range v.Secrets {
+		if len(secret) == 0 {
+			continue
+		}
+		want := signatureMAC(secret, sig.T, body)
+		for _, got := range sig.V0 {
+			if hmac.Equal(want, got) {
+				return nil
+			}
+		}
+	}
+	return ErrSignatureMismatch
+}
+
+func (v *Verifier) hasSecret() bool {
+	for _, s := range v.Secrets {
+		if len(s) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// seconds converts a limit to whole seconds, the resolution of t.
+func seconds(d, def time.Duration) int64 {
+	if d <= 0 {
+		d = def
+	}
+	return int64(d / time.Second)
+}
+
+// Sign returns an ElevenLabs-Signature header value for body signed at t,
+// as ElevenLabs would send it.
+func Sign(secret []byte, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v0=" + hex.EncodeToString(signatureMAC(secret, ts, body))
+}
+
+// signatureMAC computes HMAC-SHA256 over "<t>.<body>".
+func signatureMAC(secret []byte, t string, body []byte) []byte {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(t))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	return mac.Sum(nil)
+}
