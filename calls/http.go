@@ -1,0 +1,464 @@
+package calls
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Error codes of the HTTP API and webhooks, as the "code" of an error body
+// {"code":…,"message":…}.
+const (
+	CodeInvalidJSON    = "invalid_json"
+	CodeInvalidRequest = "invalid_request"
+	CodeUnauthorized   = "unauthorized"
+	CodeBadSignature   = "bad_signature"
+	CodeCallNotFound   = "call_not_found"
+	CodeConflict       = "conflict"
+	CodeBodyTooLarge   = "body_too_large"
+	CodeUnavailable    = "unavailable"
+)
+
+// Default body limits.
+const (
+	DefaultMaxBody         = 1 << 20  // API requests and live webhooks
+	DefaultMaxPostCallBody = 64 << 20 // post-call webhooks carry whole recordings
+)
+
+// HandlerConfig configures the call API and webhook endpoints.
+type HandlerConfig struct {
+	Store  *Store
+	Events *Events
+	// APIKeys are accepted as "Authorization: Bearer <key>" on /api.
+	// Empty means the API is open (development only).
+	APIKeys []string
+	// Verifier checks webhook signatures. Nil means unsigned webhooks are
+	// accepted (development only).
+	Verifier *Verifier
+	// MaxBody bounds API and live webhook bodies. Zero means
+	// DefaultMaxBody.
+	MaxBody int64
+	// MaxPostCallBody bounds post-call webhook bodies. Zero means
+	// DefaultMaxPostCallBody.
+	MaxPostCallBody int64
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler serves the call API and the webhooks.
+type Handler struct {
+	cfg HandlerConfig
+	log *slog.Logger
+}
+
+// NewHandler returns a Handler with cfg's defaults filled in.
+func NewHandler(cfg HandlerConfig) *Handler {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.MaxPostCallBody <= 0 {
+		cfg.MaxPostCallBody = DefaultMaxPostCallBody
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "calls")}
+}
+
+// Register adds the routes to e:
+//
+//	POST /api/calls                create or update a call
+//	GET  /api/calls/:id            a call by call_sid or conversation_id
+//	POST /webhooks/elevenlabs      ElevenLabs post-call webhook
+//	POST /webhooks/transcription   a live transcript event
+func (h *Handler) Register(e *echo.Echo) {
+	api := e.Group("/api", h.RequireAPIKey)
+	api.POST("/calls", h.saveCall)
+	api.GET("/calls/:id", h.getCall)
+	e.POST("/webhooks/elevenlabs", h.postCallWebhook)
+	e.POST("/webhooks/transcription", h.liveWebhook)
+}
+
+// apiError writes {"code":…,"message":…} with status.
+func apiError(c echo.Context, status int, code, msg string) error {
+	return c.JSON(status, map[string]string{"code": code, "message": msg})
+}
+
+// RequireAPIKey is middleware that admits requests bearing one of the API
+// keys, compared in constant time. With no keys configured it admits all.
+func (h *Handler) RequireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if len(h.cfg.APIKeys) == 0 {
+			return next(c)
+		}
+		auth := c.Request().Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if ok && validKey(h.cfg.APIKeys, token) {
+			return next(c)
+		}
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="callgate"`)
+		return apiError(c, http.StatusUnauthorized, CodeUnauthorized, "missing or wrong API key: send Authorization: Bearer <api-key>")
+	}
+}
+
+// validKey compares token with every key in constant time, so neither
+// which key matched nor how much of it did shows in the timing.
+func validKey(keys []string, token string) bool {
+	ok := 0
+	for _, k := range keys {
+		ok |= subtle.ConstantTimeCompare([]byte(k), []byte(token))
+	}
+	return ok == 1
+}
+
+// readBody reads at most limit bytes; a larger body is an error that
+// readError turns into 413.
+func readBody(c echo.Context, limit int64) ([]byte, error) {
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
+	return io.ReadAll(r)
+}
+
+func readError(c echo.Context, err error, limit int64) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return apiError(c, http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
+			fmt.Sprintf("body larger than %d bytes", limit))
+	}
+	return apiError(c, http.StatusBadRequest, CodeInvalidRequest, "could not read the request body")
+}
+
+// storeError answers for an error of the store or the bus.
+func (h *Handler) storeError(c echo.Context, err error) error {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return apiError(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+	case errors.Is(err, ErrConflict):
+		return apiError(c, http.StatusConflict, CodeConflict, err.Error())
+	case errors.Is(err, ErrNotFound):
+		return apiError(c, http.StatusNotFound, CodeCallNotFound, "no call has that call_sid or conversation_id")
+	case errors.Is(err, context.Canceled):
+		return err
+	}
+	h.log.Error("redis unavailable", "path", c.Path(), "err", err)
+	return apiError(c, http.StatusServiceUnavailable, CodeUnavailable, "the event store is unavailable; retry later")
+}
+
+func (h *Handler) saveCall(c echo.Context) error {
+	body, err := readBody(c, h.cfg.MaxBody)
+	if err != nil {
+		return readError(c, err, h.cfg.MaxBody)
+	}
+	var u Update
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&u); err != nil {
+		return apiError(c, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object with call_sid and optional conversation_id, status, org: "+err.Error())
+	}
+	ctx := c.Request().Context()
+	saved, err := h.cfg.Store.Save(ctx, u)
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	if u.Status != "" && !saved.Created {
+		if err := h.publishStatus(ctx, saved.Call); err != nil {
+			return h.storeError(c, err)
+		}
+	}
+	status := http.StatusOK
+	if saved.Created {
+		status = http.StatusCreated
+	}
+	h.log.Info("call saved", "call_sid", saved.Call.CallSID, "conversation_id", saved.Call.ConversationID,
+		"status", saved.Call.Status, "created", saved.Created, "linked", saved.Linked)
+	return c.JSON(status, saved.Call)
+}
+
+// publishStatus tells subscribers the call's current status. The mark
+// makes a retried request publish it at most once per change.
+func (h *Handler) publishStatus(ctx context.Context, call Call) error {
+	mark := deliveryMark("status", string(call.Status), call.UpdatedAt.String())
+	_, err := h.cfg.Events.Publish(ctx, call, EventStatus, map[string]any{"status": call.Status}, mark)
+	return err
+}
+
+func (h *Handler) getCall(c echo.Context) error {
+	call, err := h.cfg.Store.Resolve(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	return c.JSON(http.StatusOK, call)
+}
+
+// verified reads the body and checks its signature before anything parses
+// it. It writes the error response itself and returns ok=false.
+func (h *Handler) verified(c echo.Context, limit int64) (body []byte, ok bool, err error) {
+	body, err = readBody(c, limit)
+	if err != nil {
+		return nil, false, readError(c, err, limit)
+	}
+	if h.cfg.Verifier == nil {
+		return body, true, nil
+	}
+	if err := h.cfg.Verifier.Verify(c.Request().Header.Get(SignatureHeader), body); err != nil {
+		h.log.Warn("webhook rejected", "path", c.Path(), "reason", err, "remote", c.RealIP())
+		return nil, false, apiError(c, http.StatusUnauthorized, CodeBadSignature, signatureMessage(err))
+	}
+	return body, true, nil
+}
+
+func signatureMessage(err error) string {
+	switch {
+	case errors.Is(err, ErrSignatureMissing):
+		return "missing " + SignatureHeader + " header"
+	case errors.Is(err, ErrSignatureExpired):
+		return "signature timestamp is too old"
+	case errors.Is(err, ErrSignatureFuture):
+		return "signature timestamp is in the future"
+	case errors.Is(err, ErrSignatureMalformed):
+		return SignatureHeader + " must be t=<unix seconds>,v0=<hex hmac-sha256>"
+	}
+	return "signature does not match the body"
+}
+
+// webhookResult is the body of a 200 answer to a webhook.
+type webhookResult struct {
+	// Status is published, duplicate, linked or ignored.
+	Status         string `json:"status"`
+	Event          string `json:"event,omitempty"`
+	EventID        string `json:"event_id,omitempty"`
+	CallSID        string `json:"call_sid,omitempty"`
+	ConversationID string `json:"conversation_id,omitempty"`
+}
+
+func (h *Handler) published(c echo.Context, call Call, event string, seq int64, dup bool) error {
+	res := webhookResult{Status: "published", Event: event, EventID: strconv.FormatInt(seq, 10),
+		CallSID: call.CallSID, ConversationID: call.ConversationID}
+	if dup {
+		res.Status = "duplicate"
+	}
+	h.log.Info("webhook", "path", c.Path(), "result", res.Status, "event", event, "event_id", seq,
+		"call_sid", call.CallSID, "conversation_id", call.ConversationID)
+	return c.JSON(http.StatusOK, res)
+}
+
+func (h *Handler) postCallWebhook(c echo.Context) error {
+	body, ok, err := h.verified(c, h.cfg.MaxPostCallBody)
+	if !ok {
+		return err
+	}
+	pc, err := DecodePostCall(body)
+	body = nil // a recording can be tens of MB; let it go before Redis I/O
+	if err != nil {
+		return apiError(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+	}
+	var (
+		status Status
+		event  string
+		data   any
+	)
+	switch pc.Type {
+	case TypePostCallTranscription:
+		status, event = StatusDone, EventCompleted
+		data = completedData{
+			Transcript:        orNull(pc.Transcript),
+			Analysis:          orNull(pc.Analysis),
+			CallDurationSecs:  pc.Metadata.CallDurationSecs,
+			TerminationReason: pc.Metadata.TerminationReason,
+		}
+	case TypeCallInitiationFailure:
+		status, event = StatusFailed, EventFailed
+		data = failedData{Reason: pc.FailureReason, Provider: pc.Provider}
+	case TypePostCallAudio:
+		event = EventAudioAvailable
+		data = audioData{AudioBytes: pc.AudioBytes}
+	default:
+		h.log.Info("webhook ignored: unknown type", "path", c.Path(), "type", pc.Type,
+			"conversation_id", pc.ConversationID)
+		return c.JSON(http.StatusOK, webhookResult{Status: "ignored"})
+	}
+	ctx := c.Request().Context()
+	call, err := h.postCallCall(ctx, pc, status)
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	mark := deliveryMark("post-call", pc.ConversationID, pc.Type, strconv.FormatInt(pc.EventTimestamp, 10))
+	res, err := h.cfg.Events.Publish(ctx, call, event, data, mark)
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	return h.published(c, call, event, res.Seq, res.Duplicate)
+}
+
+type completedData struct {
+	Transcript        json.RawMessage `json:"transcript"`
+	Analysis          json.RawMessage `json:"analysis"`
+	CallDurationSecs  int64           `json:"call_duration_secs,omitempty"`
+	TerminationReason string          `json:"termination_reason,omitempty"`
+}
+
+type failedData struct {
+	Reason   string `json:"reason"`
+	Provider string `json:"provider,omitempty"`
+}
+
+type audioData struct {
+	// AudioBytes is the approximate size of the recording, which the
+	// gateway does not forward.
+	AudioBytes int64 `json:"audio_bytes"`
+}
+
+func orNull(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return json.RawMessage("null")
+	}
+	return raw
+}
+
+// postCallCall finds the call a post-call webhook is about (by
+// conversation_id, else by its call ids, most preferred first), links the
+// conversation_id, sets the status, and creates the call if no id is known
+// so that later subscribers still find it.
+func (h *Handler) postCallCall(ctx context.Context, pc PostCall, status Status) (Call, error) {
+	sid := ""
+	call, err := h.cfg.Store.Resolve(ctx, pc.ConversationID)
+	switch {
+	case err == nil:
+		sid = call.CallSID
+	case errors.Is(err, ErrNotFound):
+		for _, id := range pc.CallSIDs {
+			call, err = h.cfg.Store.Resolve(ctx, id)
+			if err == nil {
+				sid = call.CallSID
+				break
+			}
+			if !errors.Is(err, ErrNotFound) {
+				return Call{}, err
+			}
+		}
+	default:
+		return Call{}, err
+	}
+	if sid == "" {
+		sid = pc.ConversationID
+		if len(pc.CallSIDs) > 0 {
+			sid = pc.CallSIDs[0]
+		}
+	}
+	saved, err := h.cfg.Store.Save(ctx, Update{CallSID: sid, ConversationID: pc.ConversationID, Status: status})
+	if err != nil {
+		return Call{}, err
+	}
+	if saved.Created {
+		h.log.Info("call created from webhook", "call_sid", sid, "conversation_id", pc.ConversationID)
+	}
+	return saved.Call, nil
+}
+
+// Data of live events, as subscribers receive it.
+type (
+	transcriptData struct {
+		Role  string `json:"role"`
+		Text  string `json:"text"`
+		Final bool   `json:"final"`
+		// SourceEventID is ElevenLabs' event_id of the turn.
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	correctionData struct {
+		Role          string `json:"role"`
+		Text          string `json:"text"`
+		OriginalText  string `json:"original_text"`
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	interruptionData struct {
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+)
+
+func (h *Handler) liveWebhook(c echo.Context) error {
+	body, ok, err := h.verified(c, h.cfg.MaxBody)
+	if !ok {
+		return err
+	}
+	ev, err := DecodeLive(body)
+	if err != nil {
+		return apiError(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+	}
+	ctx := c.Request().Context()
+	id := ev.CallSID
+	if id == "" {
+		id = ev.ConversationID
+	}
+	call, err := h.cfg.Store.Resolve(ctx, id)
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	if ev.Kind == "" {
+		h.log.Info("webhook ignored: event type not published", "path", c.Path(), "type", ev.Type, "call_sid", call.CallSID)
+		return c.JSON(http.StatusOK, webhookResult{Status: "ignored", CallSID: call.CallSID, ConversationID: call.ConversationID})
+	}
+	// A conversation_id that arrives with the call_sid, or announced by the
+	// conversation's first event, links the two.
+	link := ev.LinkConversationID
+	if link == "" && ev.CallSID != "" {
+		link = ev.ConversationID
+	}
+	u := Update{CallSID: call.CallSID}
+	if link != "" && link != call.ConversationID {
+		u.ConversationID = link
+	}
+	if call.Status == StatusInitiated && ev.Kind != KindLink {
+		u.Status = StatusInProgress
+	}
+	if u.ConversationID != "" || u.Status != "" {
+		saved, err := h.cfg.Store.Save(ctx, u)
+		if err != nil {
+			return h.storeError(c, err)
+		}
+		call = saved.Call
+		if u.Status != "" {
+			if err := h.publishStatus(ctx, call); err != nil {
+				return h.storeError(c, err)
+			}
+		}
+	}
+	if ev.Kind == KindLink {
+		h.log.Info("webhook", "path", c.Path(), "result", "linked", "call_sid", call.CallSID, "conversation_id", call.ConversationID)
+		return c.JSON(http.StatusOK, webhookResult{Status: "linked", CallSID: call.CallSID, ConversationID: call.ConversationID})
+	}
+	var src *int64
+	mark := ""
+	if ev.HasSourceEventID {
+		n := ev.SourceEventID
+		src = &n
+		mark = deliveryMark("live", ev.Type, strconv.FormatInt(n, 10))
+		if !ev.Final {
+			// Tentative transcripts of one turn share its event_id and
+			// grow with each update: only an identical body is a repeat.
+			mark = deliveryMark("live", ev.Type, strconv.FormatInt(n, 10), ev.Text)
+		}
+	}
+	var data any
+	switch ev.Kind {
+	case KindTranscript:
+		data = transcriptData{Role: ev.Role, Text: ev.Text, Final: ev.Final, SourceEventID: src}
+	case KindTranscriptCorrection:
+		data = correctionData{Role: ev.Role, Text: ev.Text, OriginalText: ev.OriginalText, SourceEventID: src}
+	case KindInterruption:
+		data = interruptionData{SourceEventID: src}
+	}
+	res, err := h.cfg.Events.Publish(ctx, call, ev.Kind, data, mark)
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	return h.published(c, call, ev.Kind, res.Seq, res.Duplicate)
+}
