@@ -1,0 +1,282 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// subscription is one call a connection follows.
+type subscription struct {
+	channel string
+	// ids are the identifiers the client used for this call.
+	ids []string
+}
+
+// conn is one client WebSocket connection.
+//
+// Two goroutines serve it: readLoop, which owns subs and aliases and does
+// all subscribing, and writeLoop, the only writer of data frames. Everyone
+// else talks to it through enqueue and closeWith.
+type conn struct {
+	srv         *Server
+	ws          *websocket.Conn
+	id          string
+	user        string
+	connectedAt time.Time
+	log         *slog.Logger
+
+	// send holds frames for writeLoop. Nobody closes it: writers select
+	// on it without blocking.
+	send chan []byte
+
+	closeOnce sync.Once
+	// done is closed when the connection must end; closeCode and
+	// closeText, set before, say how.
+	done      chan struct{}
+	closeCode int
+	closeText string
+
+	// Owned by readLoop.
+	subs    map[string]*subscription // by call key
+	aliases map[string]string        // identifier -> call key
+}
+
+// enqueue queues a frame without blocking. When the queue is full the
+// client is too slow: it is disconnected (CloseSendQueueOverflow) so that
+// it never delays anyone else.
+func (c *conn) enqueue(frame []byte) bool {
+	select {
+	case c.send <- frame:
+		return true
+	default:
+		c.srv.metrics.overflows.Add(1)
+		c.closeWith(CloseSendQueueOverflow, "send queue overflow: read faster, then reconnect")
+		return false
+	}
+}
+
+// closeWith ends the connection with a close frame; the first call wins.
+func (c *conn) closeWith(code int, text string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.done)
+	})
+}
+
+// writeLoop writes queued frames and pings until the connection ends. It
+// runs in its own goroutine and is the only writer of data frames.
+func (c *conn) writeLoop() {
+	cfg := &c.srv.cfg
+	ping := time.NewTimer(cfg.PingPeriod)
+	defer ping.Stop()
+	for {
+		if c.ending() {
+			c.writeClose()
+			return
+		}
+		select {
+		case f := <-c.send:
+			if err := c.write(f); err != nil {
+				c.fail(err)
+				return
+			}
+			// Drain what else is queued before going back to select,
+			// unless the connection is ending.
+			for n := len(c.send); n > 0 && !c.ending(); n-- {
+				if err := c.write(<-c.send); err != nil {
+					c.fail(err)
+					return
+				}
+			}
+		case <-ping.C:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
+			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+				c.fail(err)
+				return
+			}
+			ping.Reset(cfg.PingPeriod)
+		case <-c.done:
+			c.writeClose()
+			return
+		}
+	}
+}
+
+// writeClose sends the close frame. The client has WriteWait to answer it
+// before readLoop gives up on its deadline.
+func (c *conn) writeClose() {
+	wait := c.srv.cfg.WriteWait
+	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait))
+	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(wait))
+}
+
+func (c *conn) ending() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *conn) write(f []byte) error {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+	return c.ws.WriteMessage(websocket.TextMessage, f)
+}
+
+// fail ends a connection whose write failed: closing the socket makes
+// readLoop return at once, which removes every subscription.
+func (c *conn) fail(err error) {
+	c.log.Debug("write failed", "err", err)
+	c.closeWith(websocket.CloseAbnormalClosure, "")
+	_ = c.ws.NetConn().Close()
+}
+
+// readLoop reads and handles client frames until the connection ends, then
+// removes the connection's subscriptions. It runs in the goroutine that
+// accepted the connection.
+func (c *conn) readLoop(ctx context.Context) {
+	cfg := &c.srv.cfg
+	c.ws.SetReadLimit(cfg.MaxFrameBytes)
+	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongWait)) }
+	extend()
+	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.log.Info("frame over the size limit", "limit", cfg.MaxFrameBytes)
+			}
+			return
+		}
+		extend()
+		if typ != websocket.TextMessage {
+			c.reply(errorFrame{Type: "error", Code: CodeInvalidFrame, Message: "binary frames are not supported; send JSON text frames"})
+			continue
+		}
+		c.handle(ctx, data)
+	}
+}
+
+func (c *conn) reply(v any) { c.enqueue(encode(v)) }
+
+func (c *conn) replyError(id string, e *frameError) {
+	c.reply(errorFrame{Type: "error", ID: id, Code: e.Code, Message: e.Message})
+}
+
+func (c *conn) handle(ctx context.Context, data []byte) {
+	f, ferr := decodeFrame(data)
+	if ferr != nil {
+		c.replyError(f.ID, ferr)
+		return
+	}
+	switch f.Type {
+	case typePing:
+		c.reply(pongFrame{Type: "pong", ID: f.ID})
+	case typeSubscribe:
+		if ferr := c.subscribe(ctx, f); ferr != nil {
+			c.replyError(f.ID, ferr)
+		}
+	case typeUnsubscribe:
+		if ferr := c.unsubscribe(ctx, f); ferr != nil {
+			c.replyError(f.ID, ferr)
+		}
+	}
+}
+
+var errUnavailable = &frameError{CodeUnavailable, "the gateway cannot reach its event bus right now; retry later"}
+
+func (c *conn) resolve(ctx context.Context, id string) (Target, *frameError) {
+	ctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
+	defer cancel()
+	t, err := c.srv.cfg.Resolver.Resolve(ctx, id)
+	switch {
+	case err == nil:
+		return t, nil
+	case errors.Is(err, ErrNotFound):
+		return t, &frameError{CodeCallNotFound, "no call has that call_sid or conversation_id"}
+	}
+	c.log.Warn("resolve call failed", "err", err)
+	return t, errUnavailable
+}
+
+func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
+	t, ferr := c.resolve(ctx, f.Call)
+	if ferr != nil {
+		return ferr
+	}
+	reply := encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: t.Record})
+	if sub, ok := c.subs[t.Key]; ok {
+		// Already following this call, maybe by its other identifier:
+		// events still arrive once.
+		if _, known := c.aliases[f.Call]; !known {
+			c.aliases[f.Call] = t.Key
+			sub.ids = append(sub.ids, f.Call)
+		}
+		c.enqueue(reply)
+		return nil
+	}
+	if len(c.subs) >= c.srv.cfg.MaxSubscriptions {
+		return &frameError{CodeTooManySubscriptions, "this connection follows the maximum number of calls; unsubscribe from one first"}
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
+	err := c.srv.cfg.Bus.Subscribe(sctx, t.Channel)
+	cancel()
+	if err != nil {
+		c.log.Warn("bus subscribe failed", "channel", t.Channel, "err", err)
+		return errUnavailable
+	}
+	c.srv.hub.add(t.Channel, c, reply)
+	c.subs[t.Key] = &subscription{channel: t.Channel, ids: []string{f.Call}}
+	c.aliases[f.Call] = t.Key
+	c.srv.metrics.subscriptions.Add(1)
+	return nil
+}
+
+func (c *conn) unsubscribe(ctx context.Context, f frame) *frameError {
+	key, ok := c.aliases[f.Call]
+	if !ok {
+		// The client may name the call by an identifier it did not
+		// subscribe with (a conversation_id linked since).
+		t, ferr := c.resolve(ctx, f.Call)
+		if ferr != nil && ferr.Code != CodeCallNotFound {
+			return ferr
+		}
+		key = t.Key
+	}
+	if _, ok := c.subs[key]; !ok || key == "" {
+		return &frameError{CodeNotSubscribed, "this connection is not subscribed to that call"}
+	}
+	c.drop(ctx, key)
+	c.reply(unsubscribedFrame{Type: "unsubscribed", ID: f.ID, CallSID: key})
+	return nil
+}
+
+// drop ends the subscription to call key.
+func (c *conn) drop(ctx context.Context, key string) {
+	sub := c.subs[key]
+	c.srv.hub.remove(sub.channel, c)
+	for _, id := range sub.ids {
+		delete(c.aliases, id)
+	}
+	delete(c.subs, key)
+	c.srv.metrics.subscriptions.Add(-1)
+	uctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
+	defer cancel()
+	if err := c.srv.cfg.Bus.Unsubscribe(uctx, sub.channel); err != nil {
+		c.log.Warn("bus unsubscribe failed", "channel", sub.channel, "err", err)
+	}
+}
+
+// cleanup removes every subscription of a finished connection.
+func (c *conn) cleanup(ctx context.Context) {
+	for key := range c.subs {
+		c.drop(ctx, key)
+	}
+}

@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+)
+
+// Client frame types.
+const (
+	typeSubscribe   = "subscribe"
+	typeUnsubscribe = "unsubscribe"
+	typePing        = "ping"
+)
+
+// Error codes sent in {"type":"error","code":…} frames. The connection stays
+// open after each of them.
+const (
+	// CodeInvalidJSON: the frame is not valid JSON.
+	CodeInvalidJSON = "invalid_json"
+	// CodeInvalidFrame: valid JSON, but not a frame object with a string
+	// "type" (or a binary frame).
+	CodeInvalidFrame = "invalid_frame"
+	// CodeUnknownType: "type" is not one the server knows.
+	CodeUnknownType = "unknown_type"
+	// CodeMissingField: a required field is missing or empty.
+	CodeMissingField = "missing_field"
+	// CodeCallNotFound: no call has that call_sid or conversation_id.
+	CodeCallNotFound = "call_not_found"
+	// CodeNotSubscribed: unsubscribe from a call this connection does not
+	// follow.
+	CodeNotSubscribed = "not_subscribed"
+	// CodeTooManySubscriptions: the connection follows the maximum number
+	// of calls already.
+	CodeTooManySubscriptions = "too_many_subscriptions"
+	// CodeUnavailable: the gateway could not reach Redis; retry later.
+	CodeUnavailable = "unavailable"
+)
+
+// Close codes the server uses besides the standard ones (1001 going away
+// on shutdown, 1009 for a frame over the size limit).
+const (
+	// CloseSendQueueOverflow: the client did not read fast enough and its
+	// send queue filled up. Reconnect and subscribe again.
+	CloseSendQueueOverflow = 4008
+)
+
+// frame is a client frame. Unknown fields are ignored.
+type frame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Call string `json:"call"`
+}
+
+// frameError is a protocol error to report to the client.
+type frameError struct {
+	Code    string
+	Message string
+}
+
+func (e *frameError) Error() string { return e.Code + ": " + e.Message }
+
+// decodeFrame parses one client text frame. On error the returned frame
+// still carries the request id if one could be read, so the error frame can
+// echo it.
+func decodeFrame(data []byte) (frame, *frameError) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return frame{}, &frameError{CodeInvalidFrame, "a frame must be a JSON object"}
+		}
+		return frame{}, &frameError{CodeInvalidJSON, "frame is not valid JSON"}
+	}
+	var f frame
+	if v, ok := raw["id"]; ok {
+		if json.Unmarshal(v, &f.ID) != nil {
+			return frame{}, &frameError{CodeInvalidFrame, `"id" must be a string`}
+		}
+	}
+	v, ok := raw["type"]
+	if !ok || json.Unmarshal(v, &f.Type) != nil || f.Type == "" {
+		return f, &frameError{CodeInvalidFrame, `a frame needs a string "type"`}
+	}
+	switch f.Type {
+	case typePing:
+		return f, nil
+	case typeSubscribe, typeUnsubscribe:
+		v, ok := raw["call"]
+		if ok && json.Unmarshal(v, &f.Call) != nil {
+			return f, &frameError{CodeInvalidFrame, `"call" must be a string`}
+		}
+		if strings.TrimSpace(f.Call) == "" {
+			return f, &frameError{CodeMissingField, f.Type + ` needs "call": a call_sid or conversation_id`}
+		}
+		return f, nil
+	}
+	return f, &frameError{CodeUnknownType, `unknown frame type; use subscribe, unsubscribe or ping`}
+}
+
+// Server frames.
+type (
+	welcomeFrame struct {
+		Type         string `json:"type"`
+		ConnectionID string `json:"connection_id"`
+		InstanceID   string `json:"instance_id,omitempty"`
+		User         string `json:"user"`
+	}
+	subscribedFrame struct {
+		Type string          `json:"type"`
+		ID   string          `json:"id,omitempty"`
+		Call json.RawMessage `json:"call"`
+	}
+	unsubscribedFrame struct {
+		Type    string `json:"type"`
+		ID      string `json:"id,omitempty"`
+		CallSID string `json:"call_sid"`
+	}
+	pongFrame struct {
+		Type string `json:"type"`
+		ID   string `json:"id,omitempty"`
+	}
+	errorFrame struct {
+		Type    string `json:"type"`
+		ID      string `json:"id,omitempty"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+)
+
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own frame structs reach here; they always encode.
+		panic("gateway: encode frame: " + err.Error())
+	}
+	return b
+}

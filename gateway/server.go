@@ -1,0 +1,296 @@
+// Package gateway serves client WebSocket connections: the call
+// subscription protocol, each instance's local subscriptions, and the
+// fan-out of bus messages to the sockets that follow them.
+//
+// It declares what it needs from the rest of the system (Bus, Resolver)
+// and imports neither the Redis bus nor the call store.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+)
+
+// Bus follows channels for this instance. Subscribe returns once messages
+// published on the channel will reach the handler the bus was started
+// with; calls are reference-counted per channel.
+type Bus interface {
+	Subscribe(ctx context.Context, channel string) error
+	Unsubscribe(ctx context.Context, channel string) error
+}
+
+// Target is what a call identifier resolves to.
+type Target struct {
+	// Key identifies the call whatever identifier named it.
+	Key string
+	// Channel carries the call's events.
+	Channel string
+	// Record is the call as JSON, sent in the subscribed reply.
+	Record json.RawMessage
+}
+
+// ErrNotFound is returned by a Resolver for an unknown identifier.
+var ErrNotFound = errors.New("gateway: call not found")
+
+// Resolver finds the call an identifier (call_sid or conversation_id)
+// names.
+type Resolver interface {
+	Resolve(ctx context.Context, id string) (Target, error)
+}
+
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(ctx context.Context, id string) (Target, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, id string) (Target, error) { return f(ctx, id) }
+
+// Config configures a Server. Zero values of the tunables pick the
+// documented defaults.
+type Config struct {
+	Bus      Bus
+	Resolver Resolver
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// InstanceID names this instance in welcome frames and logs.
+	InstanceID string
+	// AllowedOrigins lists the browser origins (scheme://host[:port])
+	// that may connect. Empty allows every origin.
+	AllowedOrigins []string
+
+	// MaxFrameBytes is the largest client frame; a larger one closes the
+	// connection with 1009. Default 64 KiB.
+	MaxFrameBytes int64
+	// SendQueue is how many frames may wait for a slow client before it
+	// is disconnected with CloseSendQueueOverflow. Default 256.
+	SendQueue int
+	// MaxSubscriptions is how many calls one connection may follow.
+	// Default 100.
+	MaxSubscriptions int
+	// WriteWait bounds each write. Default 10s.
+	WriteWait time.Duration
+	// PongWait is how long a silent client is kept; the server pings
+	// every 9/10 of it. Default 60s.
+	PongWait time.Duration
+	// PingPeriod is derived from PongWait.
+	PingPeriod time.Duration
+	// SubscribeTimeout bounds resolving and subscribing one call.
+	// Default 10s.
+	SubscribeTimeout time.Duration
+}
+
+func (c *Config) fill() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 64 << 10
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 256
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 100
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = 10 * time.Second
+	}
+	if c.PongWait <= 0 {
+		c.PongWait = 60 * time.Second
+	}
+	c.PingPeriod = c.PongWait * 9 / 10
+	if c.SubscribeTimeout <= 0 {
+		c.SubscribeTimeout = 10 * time.Second
+	}
+}
+
+// Stats are a Server's counters.
+type Stats struct {
+	Connections   int64
+	Subscriptions int64
+	Channels      int
+	Delivered     int64
+	Overflows     int64
+}
+
+type metrics struct {
+	connections, subscriptions, delivered, overflows atomic.Int64
+}
+
+// Server accepts client connections and fans bus messages out to them.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	hub      *hub
+	upgrader websocket.Upgrader
+	metrics  metrics
+
+	// ctx is the parent of every connection's work; cancelled by Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	wg       sync.WaitGroup
+}
+
+// NewServer returns a Server. Feed it bus messages through Deliver.
+func NewServer(cfg Config) *Server {
+	cfg.fill()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "gateway"),
+		hub:    newHub(),
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[*conn]struct{}),
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		// Idle connections hold no write buffer.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.checkOrigin,
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	return s
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	if len(s.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if strings.EqualFold(o, u.Scheme+"://"+u.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+// Deliver fans payload out to the local connections following channel. It
+// never blocks; it is the bus's message handler.
+func (s *Server) Deliver(channel string, payload []byte) {
+	n := s.hub.deliver(channel, payload)
+	s.metrics.delivered.Add(int64(n))
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connections:   s.metrics.connections.Load(),
+		Subscriptions: s.metrics.subscriptions.Load(),
+		Channels:      s.hub.channels(),
+		Delivered:     s.metrics.delivered.Load(),
+		Overflows:     s.metrics.overflows.Load(),
+	}
+}
+
+// ServeHTTP upgrades the request to a WebSocket and serves it until it
+// closes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	draining := s.draining
+	if !draining {
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if draining {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.wg.Done()
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := &conn{
+		srv:         s,
+		ws:          ws,
+		id:          uuid.NewString(),
+		user:        "anonymous",
+		connectedAt: time.Now(),
+		send:        make(chan []byte, s.cfg.SendQueue),
+		done:        make(chan struct{}),
+		subs:        make(map[string]*subscription),
+		aliases:     make(map[string]string),
+	}
+	c.log = s.log.With("conn", c.id)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.connections.Add(1)
+	c.log.Info("connection opened", "user", c.user, "remote", r.RemoteAddr)
+
+	c.reply(welcomeFrame{Type: "welcome", ConnectionID: c.id, InstanceID: s.cfg.InstanceID, User: c.user})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	c.readLoop(s.ctx)
+	// Unsubscribing must finish even while the server shuts down.
+	c.cleanup(context.WithoutCancel(s.ctx))
+	c.closeWith(websocket.CloseNormalClosure, "")
+	<-writerDone
+	_ = ws.Close()
+
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.connections.Add(-1)
+	c.log.Info("connection closed", "duration", time.Since(c.connectedAt).Round(time.Millisecond))
+}
+
+// Shutdown stops accepting connections, closes every open one with 1001
+// (going away) so clients reconnect elsewhere, and waits for them to finish
+// until ctx ends, when it drops the rest.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for c := range s.conns {
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.ws.NetConn().Close()
+		}
+		s.mu.Unlock()
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}

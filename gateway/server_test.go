@@ -1,0 +1,320 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/internal/wstest"
+)
+
+// memBus is an in-memory Bus: the test delivers messages through the
+// server directly and watches reference counts.
+type memBus struct {
+	mu      sync.Mutex
+	refs    map[string]int
+	fail    error
+	changed chan struct{} // receives after every Unsubscribe
+}
+
+func newMemBus() *memBus {
+	return &memBus{refs: map[string]int{}, changed: make(chan struct{}, 1000)}
+}
+
+func (b *memBus) Subscribe(ctx context.Context, ch string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return b.fail
+	}
+	b.refs[ch]++
+	return nil
+}
+
+func (b *memBus) Unsubscribe(ctx context.Context, ch string) error {
+	b.mu.Lock()
+	b.refs[ch]--
+	if b.refs[ch] == 0 {
+		delete(b.refs, ch)
+	}
+	b.mu.Unlock()
+	b.changed <- struct{}{}
+	return nil
+}
+
+func (b *memBus) total() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, r := range b.refs {
+		n += r
+	}
+	return n
+}
+
+// waitRefs waits until the bus holds n references in all.
+func (b *memBus) waitRefs(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(wstest.Wait)
+	for b.total() != n {
+		select {
+		case <-b.changed:
+		case <-deadline:
+			t.Fatalf("bus holds %d references, want %d", b.total(), n)
+		}
+	}
+}
+
+// calls known to the test resolver: both identifiers of each.
+var testCalls = map[string]gateway.Target{
+	"EL_1": {Key: "EL_1", Channel: "ch:EL_1", Record: json.RawMessage(`{"call_sid":"EL_1","conversation_id":"conv_1"}`)},
+	"EL_2": {Key: "EL_2", Channel: "ch:EL_2", Record: json.RawMessage(`{"call_sid":"EL_2"}`)},
+}
+
+func init() {
+	testCalls["conv_1"] = testCalls["EL_1"]
+}
+
+var resolve = gateway.ResolverFunc(func(ctx context.Context, id string) (gateway.Target, error) {
+	if t, ok := testCalls[id]; ok {
+		return t, nil
+	}
+	return gateway.Target{}, gateway.ErrNotFound
+})
+
+func startServer(t *testing.T, cfg gateway.Config) (*gateway.Server, *memBus, string) {
+	t.Helper()
+	bus := newMemBus()
+	cfg.Bus, cfg.Resolver = bus, resolve
+	srv := gateway.NewServer(cfg)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		hs.Close()
+	})
+	return srv, bus, "ws" + strings.TrimPrefix(hs.URL, "http")
+}
+
+func dial(t *testing.T, url string) *wstest.Client {
+	t.Helper()
+	c := wstest.Dial(t, url)
+	c.Welcome()
+	return c
+}
+
+// alive proves the connection still works after an error.
+func alive(t *testing.T, c *wstest.Client) {
+	t.Helper()
+	c.Send(map[string]string{"type": "ping", "id": "alive"})
+	if f := c.Expect("pong"); f.ID != "alive" {
+		t.Fatalf("pong %s", f.Raw)
+	}
+}
+
+func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
+	_, bus, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	nested := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	for _, tc := range []struct {
+		name   string
+		binary bool
+		frame  string
+		id     string
+		code   string
+	}{
+		{name: "not JSON", frame: `{"type":`, code: gateway.CodeInvalidJSON},
+		{name: "deeply nested", frame: nested, code: gateway.CodeInvalidJSON},
+		{name: "array", frame: `[1,2]`, code: gateway.CodeInvalidFrame},
+		{name: "null", frame: `null`, code: gateway.CodeInvalidFrame},
+		{name: "no type", frame: `{"id":"r1"}`, id: "r1", code: gateway.CodeInvalidFrame},
+		{name: "type not a string", frame: `{"id":"r2","type":7}`, id: "r2", code: gateway.CodeInvalidFrame},
+		{name: "id not a string", frame: `{"id":3,"type":"ping"}`, code: gateway.CodeInvalidFrame},
+		{name: "unknown type", frame: `{"id":"r3","type":"dance"}`, id: "r3", code: gateway.CodeUnknownType},
+		{name: "invalid UTF-8", frame: "{\"id\":\"r4\",\"type\":\"\xff\xfe\"}", id: "r4", code: gateway.CodeUnknownType},
+		{name: "subscribe without call", frame: `{"id":"r5","type":"subscribe"}`, id: "r5", code: gateway.CodeMissingField},
+		{name: "subscribe to blank call", frame: `{"id":"r6","type":"subscribe","call":"  "}`, id: "r6", code: gateway.CodeMissingField},
+		{name: "call not a string", frame: `{"id":"r7","type":"subscribe","call":{"a":1}}`, id: "r7", code: gateway.CodeInvalidFrame},
+		{name: "unknown call", frame: `{"id":"r8","type":"subscribe","call":"EL_nope"}`, id: "r8", code: gateway.CodeCallNotFound},
+		{name: "unsubscribe not subscribed", frame: `{"id":"r9","type":"unsubscribe","call":"EL_1"}`, id: "r9", code: gateway.CodeNotSubscribed},
+		{name: "unsubscribe unknown", frame: `{"id":"r10","type":"unsubscribe","call":"EL_nope"}`, id: "r10", code: gateway.CodeNotSubscribed},
+		{name: "binary frame", binary: true, frame: `{"type":"ping"}`, code: gateway.CodeInvalidFrame},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			typ := websocket.TextMessage
+			if tc.binary {
+				typ = websocket.BinaryMessage
+			}
+			c.SendRaw(typ, []byte(tc.frame))
+			f := c.Expect("error")
+			if f.Code != tc.code || f.ID != tc.id || f.Message == "" {
+				t.Fatalf("got %s, want code %q id %q", f.Raw, tc.code, tc.id)
+			}
+			alive(t, c)
+		})
+	}
+	if n := bus.total(); n != 0 {
+		t.Fatalf("bad frames left %d bus subscriptions", n)
+	}
+}
+
+func TestOversizedFrameClosesWith1009(t *testing.T) {
+	srv, _, url := startServer(t, gateway.Config{MaxFrameBytes: 1024})
+	other := dial(t, url)
+	other.MustSubscribe("o", "EL_1")
+	c := dial(t, url)
+	c.SendRaw(websocket.TextMessage, []byte(`{"type":"ping","pad":"`+strings.Repeat("x", 2000)+`"}`))
+	if code := wstest.CloseCode(c.Closed()); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+	// Another client is unaffected.
+	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"1"}`))
+	if f := other.Expect("event"); f.EventID != "1" {
+		t.Fatalf("other client got %s", f.Raw)
+	}
+}
+
+func TestSubscribeDeliverUnsubscribe(t *testing.T) {
+	srv, bus, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	f := c.MustSubscribe("a", "EL_1")
+	if string(f.Call) != string(testCalls["EL_1"].Record) {
+		t.Fatalf("subscribed call %s", f.Call)
+	}
+	// The same call by its other identifier: one subscription, events once.
+	c.MustSubscribe("b", "conv_1")
+	if n := bus.total(); n != 1 {
+		t.Fatalf("bus references %d, want 1", n)
+	}
+	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"1"}`))
+	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"2"}`))
+	for _, want := range []string{"1", "2"} {
+		if f := c.Expect("event"); f.EventID != want {
+			t.Fatalf("got %s, want event %s", f.Raw, want)
+		}
+	}
+	// Unsubscribing by the other identifier ends the subscription.
+	c.Send(map[string]string{"type": "unsubscribe", "id": "u", "call": "EL_1"})
+	if f := c.Expect("unsubscribed"); f.ID != "u" || f.CallSID != "EL_1" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	bus.waitRefs(t, 0)
+	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"3"}`))
+	alive(t, c) // the pong comes next, not event 3
+}
+
+func TestSubscriptionLimit(t *testing.T) {
+	_, _, url := startServer(t, gateway.Config{MaxSubscriptions: 1})
+	c := dial(t, url)
+	c.MustSubscribe("a", "EL_1")
+	if f := c.Subscribe("b", "EL_2"); f.Code != gateway.CodeTooManySubscriptions || f.ID != "b" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	// Re-subscribing to a followed call is not a new subscription.
+	c.MustSubscribe("c", "conv_1")
+	alive(t, c)
+}
+
+func TestBusFailureIsUnavailable(t *testing.T) {
+	_, bus, url := startServer(t, gateway.Config{})
+	bus.fail = errors.New("redis down")
+	c := dial(t, url)
+	if f := c.Subscribe("a", "EL_1"); f.Code != gateway.CodeUnavailable || f.ID != "a" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	alive(t, c)
+}
+
+func TestClosedConnectionLeavesEverySubscription(t *testing.T) {
+	srv, bus, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	c.MustSubscribe("a", "EL_1")
+	c.MustSubscribe("b", "EL_2")
+	c.Conn.NetConn().Close() // no close handshake
+	bus.waitRefs(t, 0)
+	if s := srv.Stats(); s.Subscriptions != 0 || s.Channels != 0 {
+		t.Fatalf("stats after close: %+v", s)
+	}
+}
+
+// TestSlowClientIsDisconnected stalls one client until its send queue
+// overflows; the other client keeps receiving every message meanwhile.
+func TestSlowClientIsDisconnected(t *testing.T) {
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 8})
+	fast := dial(t, url)
+	fast.MustSubscribe("f", "EL_1")
+
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	sub, _ := json.Marshal(map[string]string{"type": "subscribe", "id": "s", "call": "EL_1"})
+	if err := ws.WriteMessage(websocket.TextMessage, sub); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"welcome", "subscribed"} {
+		_, data, err := ws.ReadMessage()
+		if err != nil || !strings.Contains(string(data), `"`+want+`"`) {
+			t.Fatalf("slow client: %s, %v", data, err)
+		}
+	}
+	// The slow client now stops reading. Socket buffers absorb some
+	// megabytes; then its queue fills.
+	pad := strings.Repeat("x", 64<<10)
+	sent := 0
+	for srv.Stats().Overflows == 0 {
+		if sent == 2000 {
+			t.Fatal("no overflow after 2000 messages of 64 KiB")
+		}
+		sent++
+		srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"`+itoa(sent)+`","pad":"`+pad+`"}`))
+		if f := fast.Expect("event"); f.EventID != itoa(sent) {
+			t.Fatalf("fast client got %s, want %d", f.EventID, sent)
+		}
+	}
+	// Reading again, the slow client finds the close frame after what was
+	// already buffered.
+	var last string
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			if code := wstest.CloseCode(err); code != gateway.CloseSendQueueOverflow {
+				t.Fatalf("slow client ended with %v, want close %d", err, gateway.CloseSendQueueOverflow)
+			}
+			break
+		}
+		last = string(data[:min(len(data), 40)])
+	}
+	t.Logf("slow client: %d messages sent before overflow; last frame read began %q", sent, last)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestShutdownClosesWith1001(t *testing.T) {
+	srv, bus, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	c.MustSubscribe("a", "EL_1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := wstest.CloseCode(c.Closed()); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	bus.waitRefs(t, 0)
+	if _, err := wstest.TryDial(t, url, nil); err == nil {
+		t.Fatal("a draining server accepted a connection")
+	}
+}
