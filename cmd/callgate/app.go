@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callgate/callgate/calls"
+	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/pubsub"
+)
+
+// app is one running gateway instance: its Redis, bus, sockets and HTTP
+// server, wired together.
+type app struct {
+	cfg  config
+	log  *slog.Logger
+	mini *miniredis.Miniredis // the embedded Redis in --dev, else nil
+	rdb  *redis.Client
+	bus  *pubsub.Bus
+	gw   *gateway.Server
+	http *http.Server
+	ln   net.Listener
+
+	busCtx    context.Context
+	busCancel context.CancelFunc
+	busDone   chan struct{}
+	closeOnce sync.Once
+}
+
+// newApp connects to Redis, checks it answers, and listens on cfg.Addr.
+// It starts nothing else.
+func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
+	a := &app{cfg: cfg, log: log}
+	redisURL := cfg.RedisURL
+	if cfg.Dev && redisURL == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("start embedded Redis: %w", err)
+		}
+		a.mini = m
+		redisURL = "redis://" + m.Addr()
+	}
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		a.closeRedis()
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	a.rdb = redis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.rdb.Ping(pctx).Err(); err != nil {
+		a.closeRedis()
+		return nil, fmt.Errorf("cannot reach Redis at %s: %w", opts.Addr, err)
+	}
+
+	keys := calls.Keys{Prefix: cfg.RedisPrefix}
+	store := calls.NewStore(a.rdb, keys, cfg.CallTTL)
+	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log})
+	a.gw = gateway.NewServer(gateway.Config{
+		Bus:              a.bus,
+		Resolver:         resolver(store, keys),
+		Logger:           log,
+		InstanceID:       cfg.InstanceID,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		MaxFrameBytes:    cfg.MaxFrameBytes,
+		SendQueue:        cfg.SendQueue,
+		MaxSubscriptions: cfg.MaxSubscriptions,
+		PongWait:         cfg.PongWait,
+	})
+	var verifier *calls.Verifier
+	if len(cfg.WebhookSecrets) > 0 {
+		verifier = &calls.Verifier{}
+		for _, s := range cfg.WebhookSecrets {
+			verifier.Secrets = append(verifier.Secrets, []byte(s))
+		}
+	}
+	handler := calls.NewHandler(calls.HandlerConfig{
+		Store:           store,
+		Events:          calls.NewEvents(a.bus, keys, cfg.CallTTL, cfg.DedupTTL),
+		APIKeys:         cfg.APIKeys,
+		Verifier:        verifier,
+		MaxBody:         cfg.MaxBody,
+		MaxPostCallBody: cfg.MaxPostCallBody,
+		Logger:          log,
+	})
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = httpError
+	e.Use(middleware.Recover())
+	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", a.ready)
+	handler.Register(e)
+
+	a.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Large post-call bodies need time; sockets clear these
+		// deadlines when they upgrade.
+		ReadTimeout:  2 * time.Minute,
+		WriteTimeout: 2 * time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	a.ln, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		a.closeRedis()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	a.busCtx, a.busCancel = context.WithCancel(context.Background())
+	a.busDone = make(chan struct{})
+	return a, nil
+}
+
+// resolver adapts the call store to what the gateway needs.
+func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
+	return gateway.ResolverFunc(func(ctx context.Context, id string) (gateway.Target, error) {
+		c, err := store.Resolve(ctx, id)
+		if errors.Is(err, calls.ErrNotFound) {
+			return gateway.Target{}, gateway.ErrNotFound
+		}
+		if err != nil {
+			return gateway.Target{}, err
+		}
+		rec, err := json.Marshal(c)
+		if err != nil {
+			return gateway.Target{}, err
+		}
+		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec}, nil
+	})
+}
+
+// httpError answers every error echo raises itself (unknown route, wrong
+// method) in the API's error format.
+func httpError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, status := "internal_error", http.StatusInternalServerError
+	msg := "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		status = he.Code
+		msg = strings.ToLower(http.StatusText(status))
+		switch status {
+		case http.StatusNotFound:
+			code = "not_found"
+		case http.StatusMethodNotAllowed:
+			code = "method_not_allowed"
+		default:
+			code = strings.ReplaceAll(msg, " ", "_")
+		}
+	}
+	_ = c.JSON(status, map[string]string{"code": code, "message": msg})
+}
+
+func (a *app) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := a.rdb.Ping(ctx).Err(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "redis unreachable"})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// addr is the address the instance listens on.
+func (a *app) addr() string { return a.ln.Addr().String() }
+
+// serve runs the bus and the HTTP server until shutdown.
+func (a *app) serve() error {
+	go func() {
+		defer close(a.busDone)
+		if err := a.bus.Run(a.busCtx, a.gw.Deliver); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, pubsub.ErrClosed) {
+			a.log.Error("bus stopped", "err", err)
+		}
+	}()
+	a.log.Info("callgate listening", "addr", a.addr(), "dev", a.cfg.Dev)
+	if err := a.http.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// shutdown stops accepting, closes every socket with 1001 and waits for
+// them until ctx ends, then stops the bus and Redis, in that order.
+func (a *app) shutdown(ctx context.Context) error {
+	var err error
+	a.closeOnce.Do(func() {
+		// http.Server.Shutdown does not wait for hijacked sockets; the
+		// gateway closes those itself.
+		herr := a.http.Shutdown(ctx)
+		gerr := a.gw.Shutdown(ctx)
+		a.busCancel()
+		a.bus.Close()
+		select {
+		case <-a.busDone:
+		case <-ctx.Done():
+		}
+		a.closeRedis()
+		err = errors.Join(herr, gerr)
+	})
+	return err
+}
+
+func (a *app) closeRedis() {
+	if a.rdb != nil {
+		a.rdb.Close()
+	}
+	if a.mini != nil {
+		a.mini.Close()
+	}
+}
+
+// printDevBanner says loudly that nothing is protected, and shows how to
+// try the gateway.
+func printDevBanner(w io.Writer, cfg config, a *app) {
+	host := a.addr()
+	if h, p, err := net.SplitHostPort(host); err == nil && (h == "::" || h == "0.0.0.0" || h == "") {
+		host = "localhost:" + p
+	}
+	a.log.Warn("DEVELOPMENT MODE: not for production",
+		"embedded_redis", a.mini != nil,
+		"webhooks_signed", len(cfg.WebhookSecrets) > 0,
+		"api_key_required", len(cfg.APIKeys) > 0)
+	fmt.Fprintf(w, `
+==================================================================
+ callgate DEVELOPMENT MODE -- do not expose this instance.
+ Redis: %s.  Webhook signatures: %s.  API key: %s.
+------------------------------------------------------------------
+ 1. Register a call:
+    curl -s -X POST http://%[4]s/api/calls \
+      -d '{"call_sid":"EL_demo","conversation_id":"conv_demo"}'
+
+ 2. Subscribe (in another terminal; any WebSocket client):
+    websocat ws://%[4]s/ws/calls/transcriptions
+    {"type":"subscribe","id":"1","call":"EL_demo"}
+
+ 3. Post a live transcript event:
+    curl -s -X POST http://%[4]s/webhooks/transcription \
+      -d '{"call_sid":"EL_demo","event":{"type":"user_transcript","user_transcription_event":{"user_transcript":"Hello!","event_id":1}}}'
+==================================================================
+
+`, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
+		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host)
+}
+
+func describeRedis(a *app) string {
+	if a.mini != nil {
+		return "embedded (in memory, lost on exit)"
+	}
+	return "external"
+}
+
+func onOff(b bool, on, off string) string {
+	if b {
+		return on
+	}
+	return off
+}

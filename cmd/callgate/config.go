@@ -1,0 +1,191 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is everything callgate is started with. Each field is a flag and
+// a CALLGATE_* environment variable of the same name; a flag on the command
+// line wins over the variable.
+type config struct {
+	Dev            bool
+	Addr           string
+	RedisURL       string
+	RedisPrefix    string
+	WebhookSecrets []string
+	APIKeys        []string
+	InstanceID     string
+	LogLevel       slog.Level
+	LogFormat      string
+	AllowedOrigins []string
+
+	MaxFrameBytes    int64
+	SendQueue        int
+	MaxSubscriptions int
+	PongWait         time.Duration
+	MaxBody          int64
+	MaxPostCallBody  int64
+	CallTTL          time.Duration
+	DedupTTL         time.Duration
+	ShutdownTimeout  time.Duration
+}
+
+// listValue is a comma-separated flag.
+type listValue struct{ p *[]string }
+
+func (l listValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listValue) Set(s string) error {
+	*l.p = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l.p = append(*l.p, v)
+		}
+	}
+	return nil
+}
+
+// levelValue is a log level flag.
+type levelValue struct{ p *slog.Level }
+
+func (l levelValue) String() string {
+	if l.p == nil {
+		return "info"
+	}
+	return strings.ToLower(l.p.String())
+}
+func (l levelValue) Set(s string) error { return l.p.UnmarshalText([]byte(s)) }
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return "CALLGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags from args and variables from getenv, and checks
+// the result.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("callgate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: embedded Redis unless --redis-url is given; webhooks unsigned and API open unless secrets are given; text logs")
+	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL, e.g. redis://:password@redis:6379/0 (required without --dev)")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", "callgate", "prefix of every Redis key and channel, to share a Redis between deployments")
+	fs.Var(listValue{&c.WebhookSecrets}, "webhook-secret", "webhook signing secret(s), comma-separated to rotate (required without --dev)")
+	fs.Var(listValue{&c.APIKeys}, "api-key", "API key(s) for /api, comma-separated to rotate (required without --dev)")
+	fs.StringVar(&c.InstanceID, "instance-id", "", "name of this instance in logs and welcome frames (default: host name and a random suffix)")
+	fs.Var(levelValue{&c.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "", "log format: json or text (default json, text with --dev)")
+	fs.Var(listValue{&c.AllowedOrigins}, "allowed-origins", "browser origins allowed to open sockets, comma-separated (default: any)")
+	fs.Int64Var(&c.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close the socket with 1009")
+	fs.IntVar(&c.SendQueue, "send-queue", 256, "frames queued per socket before a slow client is disconnected (close 4008)")
+	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 100, "calls one socket may follow")
+	fs.DurationVar(&c.PongWait, "pong-wait", 60*time.Second, "how long a silent socket is kept; the server pings at 9/10 of it")
+	fs.Int64Var(&c.MaxBody, "max-body", 1<<20, "largest API request and live webhook body in bytes")
+	fs.Int64Var(&c.MaxPostCallBody, "max-post-call-body", 64<<20, "largest post-call webhook body in bytes (recordings are large)")
+	fs.DurationVar(&c.CallTTL, "call-ttl", 7*24*time.Hour, "how long a call record is kept after its last change")
+	fs.DurationVar(&c.DedupTTL, "dedup-ttl", 24*time.Hour, "how long a webhook delivery is remembered to drop its repeats")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: callgate [flags]\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
+		fs.PrintDefaults()
+	}
+
+	set := map[string]bool{}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	if c.InstanceID == "" {
+		host, _ := os.Hostname()
+		c.InstanceID = fmt.Sprintf("%s-%04x", host, time.Now().UnixNano()&0xffff)
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+		if c.Dev {
+			c.LogFormat = "text"
+		}
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	if !c.Dev {
+		if c.RedisURL == "" {
+			errs = append(errs, errors.New("--redis-url (CALLGATE_REDIS_URL) is required without --dev"))
+		}
+		if len(c.WebhookSecrets) == 0 {
+			errs = append(errs, errors.New("--webhook-secret (CALLGATE_WEBHOOK_SECRET) is required without --dev"))
+		}
+		if len(c.APIKeys) == 0 {
+			errs = append(errs, errors.New("--api-key (CALLGATE_API_KEY) is required without --dev"))
+		}
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			errs = append(errs, fmt.Errorf("--redis-url %q: want redis://[user:password@]host:port[/db] or rediss://…", c.RedisURL))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("--addr %q: want host:port or :port", c.Addr))
+	}
+	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " {}") {
+		errs = append(errs, fmt.Errorf("--redis-prefix %q: want a non-empty prefix without spaces or braces", c.RedisPrefix))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", c.LogFormat))
+	}
+	for _, o := range c.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+			errs = append(errs, fmt.Errorf("--allowed-origins: %q is not an origin like https://dash.example.com", o))
+		}
+	}
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"max-frame-bytes", c.MaxFrameBytes}, {"send-queue", int64(c.SendQueue)},
+		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
+		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
+		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
+		{"shutdown-timeout", int64(c.ShutdownTimeout)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			errs = append(errs, fmt.Errorf("--%s (%s) must be positive", p.name, envName(p.name)))
+		}
+	}
+	return errors.Join(errs...)
+}
