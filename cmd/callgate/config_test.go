@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigRequiresSecretsOutsideDev(t *testing.T) {
+	_, err := parseConfig(nil, env(nil), io.Discard)
+	if err == nil {
+		t.Fatal("started without --dev and without Redis, secret and key")
+	}
+	for _, want := range []string{"--redis-url (CALLGATE_REDIS_URL)", "--webhook-secret (CALLGATE_WEBHOOK_SECRET)", "--api-key (CALLGATE_API_KEY)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if _, err := parseConfig([]string{"--dev"}, env(nil), io.Discard); err != nil {
+		t.Fatalf("--dev alone: %v", err)
+	}
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	c, err := parseConfig([]string{"--addr", ":9999"}, env(map[string]string{
+		"CALLGATE_ADDR":           ":7777", // the flag wins
+		"CALLGATE_REDIS_URL":      "redis://127.0.0.1:6379/2",
+		"CALLGATE_WEBHOOK_SECRET": "new, old",
+		"CALLGATE_API_KEY":        "k1",
+		"CALLGATE_SEND_QUEUE":     "17",
+		"CALLGATE_CALL_TTL":       "1h",
+		"CALLGATE_LOG_LEVEL":      "debug",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":9999" || c.RedisURL != "redis://127.0.0.1:6379/2" || c.SendQueue != 17 ||
+		c.CallTTL != time.Hour || c.LogLevel.String() != "DEBUG" || c.LogFormat != "json" ||
+		strings.Join(c.WebhookSecrets, "|") != "new|old" || strings.Join(c.APIKeys, "|") != "k1" {
+		t.Fatalf("config %+v", c)
+	}
+}
+
+func TestConfigRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--dev", "--redis-url", "http://x"}, nil, "--redis-url"},
+		{[]string{"--dev", "--addr", "8080"}, nil, "--addr"},
+		{[]string{"--dev", "--send-queue", "0"}, nil, "--send-queue"},
+		{[]string{"--dev", "--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"--dev", "--allowed-origins", "dash.example.com"}, nil, "--allowed-origins"},
+		{[]string{"--dev"}, map[string]string{"CALLGATE_PONG_WAIT": "soon"}, "CALLGATE_PONG_WAIT"},
+		{[]string{"--dev", "stray"}, nil, "unexpected argument"},
+	} {
+		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: error %v, want one naming %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestRefusesToStartWithoutRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg, err := parseConfig([]string{"--redis-url", "redis://" + addr, "--webhook-secret", "s", "--api-key", "k", "--addr", "127.0.0.1:0"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = newApp(context.Background(), cfg, newLogger(cfg, io.Discard))
+	if err == nil || !strings.Contains(err.Error(), "cannot reach Redis at "+addr) {
+		t.Fatalf("got %v", err)
+	}
+}
