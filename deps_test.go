@@ -1,0 +1,36 @@
+package callgate_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection keeps the package graph pointing one way:
+// cmd wires everything; gateway imports neither the bus nor the calls;
+// calls may use the bus; the bus knows nothing of sockets or calls.
+func TestDependencyDirection(t *testing.T) {
+	const mod = "github.com/callgate/callgate/"
+	forbidden := map[string][]string{
+		"pubsub":  {"gateway", "calls", "cmd/", "github.com/gorilla/websocket", "github.com/labstack/echo"},
+		"gateway": {"pubsub", "calls", "cmd/", "github.com/redis/go-redis"},
+		"calls":   {"gateway", "cmd/", "github.com/gorilla/websocket"},
+	}
+	for pkg, bad := range forbidden {
+		out, err := exec.Command("go", "list", "-deps", "./"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, b := range bad {
+				target := b
+				if !strings.Contains(b, ".") {
+					target = mod + b
+				}
+				if strings.HasPrefix(dep, target) {
+					t.Errorf("%s depends on %s", pkg, dep)
+				}
+			}
+		}
+	}
+}
