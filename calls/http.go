@@ -3,30 +3,28 @@ package calls
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/callgate/callgate/internal/httpapi"
 )
 
 // Error codes of the HTTP API and webhooks, as the "code" of an error body
 // {"code":…,"message":…}.
 const (
-	CodeInvalidJSON    = "invalid_json"
-	CodeInvalidRequest = "invalid_request"
-	CodeUnauthorized   = "unauthorized"
+	CodeInvalidJSON    = httpapi.CodeInvalidJSON
+	CodeInvalidRequest = httpapi.CodeInvalidRequest
+	CodeUnauthorized   = httpapi.CodeUnauthorized
 	CodeBadSignature   = "bad_signature"
 	CodeCallNotFound   = "call_not_found"
 	CodeConflict       = "conflict"
-	CodeBodyTooLarge   = "body_too_large"
-	CodeUnavailable    = "unavailable"
+	CodeBodyTooLarge   = httpapi.CodeBodyTooLarge
+	CodeUnavailable    = httpapi.CodeUnavailable
 )
 
 // Default body limits.
@@ -39,9 +37,6 @@ const (
 type HandlerConfig struct {
 	Store  *Store
 	Events *Events
-	// APIKeys are accepted as "Authorization: Bearer <key>" on /api.
-	// Empty means the API is open (development only).
-	APIKeys []string
 	// Verifier checks webhook signatures. Nil means unsigned webhooks are
 	// accepted (development only).
 	Verifier *Verifier
@@ -75,94 +70,44 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "calls")}
 }
 
-// Register adds the routes to e:
-//
-//	POST /api/calls                create or update a call
-//	GET  /api/calls/:id            a call by call_sid or conversation_id
-//	POST /webhooks/elevenlabs      ElevenLabs post-call webhook
-//	POST /webhooks/transcription   a live transcript event
-func (h *Handler) Register(e *echo.Echo) {
-	api := e.Group("/api", h.RequireAPIKey)
+// Register adds the routes: to api (which the caller guards with an API
+// key) POST /calls to create or update a call and GET /calls/:id to read
+// one by call_sid or conversation_id; to e the webhooks, which carry their
+// own signatures: POST /webhooks/elevenlabs (post-call) and
+// POST /webhooks/transcription (live events).
+func (h *Handler) Register(e *echo.Echo, api *echo.Group) {
 	api.POST("/calls", h.saveCall)
 	api.GET("/calls/:id", h.getCall)
 	e.POST("/webhooks/elevenlabs", h.postCallWebhook)
 	e.POST("/webhooks/transcription", h.liveWebhook)
 }
 
-// apiError writes {"code":…,"message":…} with status.
-func apiError(c echo.Context, status int, code, msg string) error {
-	return c.JSON(status, map[string]string{"code": code, "message": msg})
-}
-
-// RequireAPIKey is middleware that admits requests bearing one of the API
-// keys, compared in constant time. With no keys configured it admits all.
-func (h *Handler) RequireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if len(h.cfg.APIKeys) == 0 {
-			return next(c)
-		}
-		auth := c.Request().Header.Get("Authorization")
-		token, ok := strings.CutPrefix(auth, "Bearer ")
-		if ok && validKey(h.cfg.APIKeys, token) {
-			return next(c)
-		}
-		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="callgate"`)
-		return apiError(c, http.StatusUnauthorized, CodeUnauthorized, "missing or wrong API key: send Authorization: Bearer <api-key>")
-	}
-}
-
-// validKey compares token with every key in constant time, so neither
-// which key matched nor how much of it did shows in the timing.
-func validKey(keys []string, token string) bool {
-	ok := 0
-	for _, k := range keys {
-		ok |= subtle.ConstantTimeCompare([]byte(k), []byte(token))
-	}
-	return ok == 1
-}
-
-// readBody reads at most limit bytes; a larger body is an error that
-// readError turns into 413.
-func readBody(c echo.Context, limit int64) ([]byte, error) {
-	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
-	return io.ReadAll(r)
-}
-
-func readError(c echo.Context, err error, limit int64) error {
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return apiError(c, http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
-			fmt.Sprintf("body larger than %d bytes", limit))
-	}
-	return apiError(c, http.StatusBadRequest, CodeInvalidRequest, "could not read the request body")
-}
-
 // storeError answers for an error of the store or the bus.
 func (h *Handler) storeError(c echo.Context, err error) error {
 	switch {
 	case errors.Is(err, ErrInvalid):
-		return apiError(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 	case errors.Is(err, ErrConflict):
-		return apiError(c, http.StatusConflict, CodeConflict, err.Error())
+		return httpapi.Fail(c, http.StatusConflict, CodeConflict, err.Error())
 	case errors.Is(err, ErrNotFound):
-		return apiError(c, http.StatusNotFound, CodeCallNotFound, "no call has that call_sid or conversation_id")
+		return httpapi.Fail(c, http.StatusNotFound, CodeCallNotFound, "no call has that call_sid or conversation_id")
 	case errors.Is(err, context.Canceled):
 		return err
 	}
 	h.log.Error("redis unavailable", "path", c.Path(), "err", err)
-	return apiError(c, http.StatusServiceUnavailable, CodeUnavailable, "the event store is unavailable; retry later")
+	return httpapi.Fail(c, http.StatusServiceUnavailable, CodeUnavailable, "the event store is unavailable; retry later")
 }
 
 func (h *Handler) saveCall(c echo.Context) error {
-	body, err := readBody(c, h.cfg.MaxBody)
-	if err != nil {
-		return readError(c, err, h.cfg.MaxBody)
+	body, ok, err := httpapi.ReadBody(c, h.cfg.MaxBody)
+	if !ok {
+		return err
 	}
 	var u Update
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&u); err != nil {
-		return apiError(c, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object with call_sid and optional conversation_id, status, org: "+err.Error())
+		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object with call_sid and optional conversation_id, status, org: "+err.Error())
 	}
 	ctx := c.Request().Context()
 	saved, err := h.cfg.Store.Save(ctx, u)
@@ -202,16 +147,16 @@ func (h *Handler) getCall(c echo.Context) error {
 // verified reads the body and checks its signature before anything parses
 // it. It writes the error response itself and returns ok=false.
 func (h *Handler) verified(c echo.Context, limit int64) (body []byte, ok bool, err error) {
-	body, err = readBody(c, limit)
-	if err != nil {
-		return nil, false, readError(c, err, limit)
+	body, ok, err = httpapi.ReadBody(c, limit)
+	if !ok {
+		return nil, false, err
 	}
 	if h.cfg.Verifier == nil {
 		return body, true, nil
 	}
 	if err := h.cfg.Verifier.Verify(c.Request().Header.Get(SignatureHeader), body); err != nil {
 		h.log.Warn("webhook rejected", "path", c.Path(), "reason", err, "remote", c.RealIP())
-		return nil, false, apiError(c, http.StatusUnauthorized, CodeBadSignature, signatureMessage(err))
+		return nil, false, httpapi.Fail(c, http.StatusUnauthorized, CodeBadSignature, signatureMessage(err))
 	}
 	return body, true, nil
 }
@@ -259,7 +204,7 @@ func (h *Handler) postCallWebhook(c echo.Context) error {
 	pc, err := DecodePostCall(body)
 	body = nil // a recording can be tens of MB; let it go before Redis I/O
 	if err != nil {
-		return apiError(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 	}
 	var (
 		status Status
@@ -391,7 +336,7 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 	}
 	ev, err := DecodeLive(body)
 	if err != nil {
-		return apiError(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 	}
 	ctx := c.Request().Context()
 	id := ev.CallSID

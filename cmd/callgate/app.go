@@ -20,6 +20,7 @@ import (
 
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/internal/httpapi"
 	"github.com/callgate/callgate/pubsub"
 )
 
@@ -91,7 +92,6 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	handler := calls.NewHandler(calls.HandlerConfig{
 		Store:           store,
 		Events:          calls.NewEvents(a.bus, keys, cfg.CallTTL, cfg.DedupTTL),
-		APIKeys:         cfg.APIKeys,
 		Verifier:        verifier,
 		MaxBody:         cfg.MaxBody,
 		MaxPostCallBody: cfg.MaxPostCallBody,
@@ -105,7 +105,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", a.ready)
-	handler.Register(e)
+	api := e.Group("/api", httpapi.RequireAPIKey(cfg.APIKeys))
+	handler.Register(e, api)
 
 	a.http = &http.Server{
 		Handler:           e,
@@ -166,7 +167,7 @@ func httpError(err error, c echo.Context) {
 			code = strings.ReplaceAll(msg, " ", "_")
 		}
 	}
-	_ = c.JSON(status, map[string]string{"code": code, "message": msg})
+	_ = httpapi.Fail(c, status, code, msg)
 }
 
 func (a *app) ready(c echo.Context) error {
