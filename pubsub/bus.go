@@ -33,6 +33,11 @@ type Config struct {
 	// MaxBackoff caps the wait between reconnect attempts while Redis is
 	// unreachable. Zero means 2s.
 	MaxBackoff time.Duration
+	// OnReconnect, if set, runs in its own goroutine each time the
+	// subscriber connection is back after a failure and its channels are
+	// subscribed again. Messages published while it was down were lost;
+	// this is the moment to catch up from stored state.
+	OnReconnect func()
 }
 
 // ErrClosed is returned by calls on a Bus after Close.
@@ -182,6 +187,7 @@ func (b *Bus) Channels() int {
 // fails. Run must be called exactly once.
 func (b *Bus) Run(ctx context.Context, h Handler) error {
 	backoff := 50 * time.Millisecond
+	recovering := false
 	for {
 		msg, err := b.ps.ReceiveTimeout(ctx, b.cfg.HealthCheck)
 		if err != nil {
@@ -201,6 +207,7 @@ func (b *Bus) Run(ctx context.Context, h Handler) error {
 				continue
 			}
 			b.log.Warn("redis subscriber connection lost; reconnecting", "err", err, "retry_in", backoff)
+			recovering = true
 			b.reconnected()
 			select {
 			case <-ctx.Done():
@@ -211,6 +218,16 @@ func (b *Bus) Run(ctx context.Context, h Handler) error {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		if recovering {
+			// The first reply on the new connection answers the
+			// re-subscription, which go-redis sent as one command: every
+			// channel is followed again.
+			recovering = false
+			b.log.Info("redis subscriber connection restored", "channels", b.Channels())
+			if b.cfg.OnReconnect != nil {
+				go b.cfg.OnReconnect()
+			}
+		}
 		switch m := msg.(type) {
 		case *redis.Message:
 			h(m.Channel, []byte(m.Payload))
