@@ -7,14 +7,16 @@ import (
 )
 
 // TestDependencyDirection keeps the package graph pointing one way:
-// cmd wires everything; gateway imports neither the bus nor the calls;
-// calls may use the bus; the bus knows nothing of sockets or calls.
+// cmd wires everything; gateway imports neither the bus, the calls nor the
+// topics; calls may use the bus; the bus knows nothing of sockets, calls or
+// topics.
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/callgate/callgate/"
 	forbidden := map[string][]string{
 		"pubsub":  {"gateway", "calls", "cmd/", "github.com/gorilla/websocket", "github.com/labstack/echo"},
-		"gateway": {"pubsub", "calls", "cmd/", "github.com/redis/go-redis"},
-		"calls":   {"gateway", "cmd/", "github.com/gorilla/websocket"},
+		"gateway": {"pubsub", "calls", "topics", "cmd/", "github.com/redis/go-redis"},
+		"calls":   {"gateway", "topics", "cmd/", "github.com/gorilla/websocket"},
+		"topics":  {"gateway", "calls", "pubsub", "cmd/", "github.com/gorilla/websocket"},
 	}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-deps", "./"+pkg).CombinedOutput()

@@ -41,6 +41,9 @@ type conn struct {
 	closeCode int
 	closeText string
 
+	// topic is set for a topic connection before readLoop starts.
+	topic *topicState
+
 	// Owned by readLoop.
 	subs    map[string]*subscription // by call key
 	aliases map[string]string        // identifier -> call key
@@ -176,6 +179,10 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		c.replyError(f.ID, ferr)
 		return
 	}
+	if c.topic != nil && f.Type != typePing {
+		c.replyError(f.ID, &frameError{CodeUnknownType, "a topic socket carries states only; the only client frame is ping"})
+		return
+	}
 	switch f.Type {
 	case typePing:
 		c.reply(pongFrame{Type: "pong", ID: f.ID})
@@ -267,16 +274,16 @@ func (c *conn) drop(ctx context.Context, key string) {
 	}
 	delete(c.subs, key)
 	c.srv.metrics.subscriptions.Add(-1)
-	uctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
-	defer cancel()
-	if err := c.srv.cfg.Bus.Unsubscribe(uctx, sub.channel); err != nil {
-		c.log.Warn("bus unsubscribe failed", "channel", sub.channel, "err", err)
-	}
+	c.srv.unsubscribe(ctx, c, sub.channel)
 }
 
 // cleanup removes every subscription of a finished connection.
 func (c *conn) cleanup(ctx context.Context) {
 	for key := range c.subs {
 		c.drop(ctx, key)
+	}
+	if t := c.topic; t != nil {
+		t.remove(c)
+		c.srv.unsubscribe(ctx, c, t.Channel)
 	}
 }

@@ -45,6 +45,10 @@ const (
 	CloseSendQueueOverflow = 4008
 )
 
+// closeTryAgainLater (1013) closes a topic socket whose topic could not be
+// loaded: the event bus is unreachable.
+const closeTryAgainLater = 1013
+
 // frame is a client frame. Unknown fields are ignored.
 type frame struct {
 	Type string `json:"type"`

@@ -87,6 +87,11 @@ type Config struct {
 	// SubscribeTimeout bounds resolving and subscribing one call.
 	// Default 10s.
 	SubscribeTimeout time.Duration
+
+	// Topics are the state topics served by TopicHandler, and
+	// TopicSource gives their current states.
+	Topics      []Topic
+	TopicSource TopicSource
 }
 
 func (c *Config) fill() {
@@ -139,6 +144,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// topics by name and by channel; fixed after NewServer.
+	topics          map[string]*topicState
+	topicsByChannel map[string]*topicState
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
@@ -156,6 +165,14 @@ func NewServer(cfg Config) *Server {
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  make(map[*conn]struct{}),
+
+		topics:          make(map[string]*topicState),
+		topicsByChannel: make(map[string]*topicState),
+	}
+	for _, t := range cfg.Topics {
+		ts := &topicState{Topic: t, conns: make(map[*conn]int64)}
+		s.topics[t.Name] = ts
+		s.topicsByChannel[t.Channel] = ts
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
@@ -193,8 +210,21 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 // Deliver fans payload out to the local connections following channel. It
 // never blocks; it is the bus's message handler.
 func (s *Server) Deliver(channel string, payload []byte) {
+	if t := s.topicsByChannel[channel]; t != nil {
+		s.deliverTopic(t, payload)
+		return
+	}
 	n := s.hub.deliver(channel, payload)
 	s.metrics.delivered.Add(int64(n))
+}
+
+// unsubscribe releases one bus reference of c to channel.
+func (s *Server) unsubscribe(ctx context.Context, c *conn, channel string) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SubscribeTimeout)
+	defer cancel()
+	if err := s.cfg.Bus.Unsubscribe(ctx, channel); err != nil {
+		c.log.Warn("bus unsubscribe failed", "channel", channel, "err", err)
+	}
 }
 
 // Stats returns the server's counters.
@@ -208,9 +238,15 @@ func (s *Server) Stats() Stats {
 	}
 }
 
-// ServeHTTP upgrades the request to a WebSocket and serves it until it
-// closes.
+// ServeHTTP upgrades the request to a WebSocket that follows calls, and
+// serves it until it closes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serve(w, r, nil)
+}
+
+// serve upgrades and serves one connection. attach, if set, runs before
+// the first client frame is read; false means the connection is closing.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(context.Context, *conn) bool) {
 	s.mu.Lock()
 	draining := s.draining
 	if !draining {
@@ -250,7 +286,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer close(writerDone)
 		c.writeLoop()
 	}()
-	c.readLoop(s.ctx)
+	if attach == nil || attach(s.ctx, c) {
+		c.readLoop(s.ctx)
+	}
 	// Unsubscribing must finish even while the server shuts down.
 	c.cleanup(context.WithoutCancel(s.ctx))
 	c.closeWith(websocket.CloseNormalClosure, "")

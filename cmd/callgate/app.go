@@ -22,6 +22,7 @@ import (
 	"github.com/callgate/callgate/gateway"
 	"github.com/callgate/callgate/internal/httpapi"
 	"github.com/callgate/callgate/pubsub"
+	"github.com/callgate/callgate/topics"
 )
 
 // app is one running gateway instance: its Redis, bus, sockets and HTTP
@@ -70,7 +71,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 
 	keys := calls.Keys{Prefix: cfg.RedisPrefix}
 	store := calls.NewStore(a.rdb, keys, cfg.CallTTL)
-	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log})
+	topicStore := topics.NewStore(a.rdb, cfg.RedisPrefix, cfg.Topics)
+	var topicCfg []gateway.Topic
+	for _, name := range cfg.Topics {
+		topicCfg = append(topicCfg, gateway.Topic{Name: name, Channel: topicStore.Channel(name), FramePrefix: topics.FramePrefix(name)})
+	}
+	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log, OnReconnect: a.resync})
 	a.gw = gateway.NewServer(gateway.Config{
 		Bus:              a.bus,
 		Resolver:         resolver(store, keys),
@@ -81,6 +87,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		SendQueue:        cfg.SendQueue,
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		PongWait:         cfg.PongWait,
+		Topics:           topicCfg,
+		TopicSource:      topicSource{topicStore},
 	})
 	var verifier *calls.Verifier
 	if len(cfg.WebhookSecrets) > 0 {
@@ -105,8 +113,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", a.ready)
+	for _, name := range cfg.Topics {
+		e.GET("/ws/"+name, echo.WrapHandler(a.gw.TopicHandler(name)))
+	}
 	api := e.Group("/api", httpapi.RequireAPIKey(cfg.APIKeys))
 	handler.Register(e, api)
+	topics.NewHandler(topicStore, cfg.MaxTopicBytes, log).Register(api)
 
 	a.http = &http.Server{
 		Handler:           e,
@@ -144,6 +156,24 @@ func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 		}
 		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec}, nil
 	})
+}
+
+// topicSource adapts the topic store to what the gateway needs.
+type topicSource struct{ store *topics.Store }
+
+func (t topicSource) Current(ctx context.Context, topic string) ([]byte, int64, error) {
+	st, err := t.store.Current(ctx, topic)
+	if err != nil || st.Version == 0 {
+		return nil, 0, err
+	}
+	return topics.Frame(st), st.Version, nil
+}
+
+// resync catches the gateway up after the bus lost Redis for a while.
+func (a *app) resync() {
+	ctx, cancel := context.WithTimeout(a.busCtx, 30*time.Second)
+	defer cancel()
+	a.gw.Resync(ctx)
 }
 
 // httpError answers every error echo raises itself (unknown route, wrong

@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/callgate/callgate/topics"
 )
 
 // config is everything callgate is started with. Each field is a flag and
@@ -27,6 +30,8 @@ type config struct {
 	LogLevel       slog.Level
 	LogFormat      string
 	AllowedOrigins []string
+	Topics         []string
+	MaxTopicBytes  int64
 
 	MaxFrameBytes    int64
 	SendQueue        int
@@ -91,6 +96,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(levelValue{&c.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: json or text (default json, text with --dev)")
 	fs.Var(listValue{&c.AllowedOrigins}, "allowed-origins", "browser origins allowed to open sockets, comma-separated (default: any)")
+	c.Topics = slices.Clone(topics.DefaultNames)
+	fs.Var(listValue{&c.Topics}, "topics", "state topics served at /ws/<name> and /api/topics/<name>, comma-separated")
+	fs.Int64Var(&c.MaxTopicBytes, "max-topic-bytes", topics.DefaultMaxBytes, "largest topic state in bytes")
 	fs.Int64Var(&c.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close the socket with 1009")
 	fs.IntVar(&c.SendQueue, "send-queue", 256, "frames queued per socket before a slow client is disconnected (close 4008)")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 100, "calls one socket may follow")
@@ -172,6 +180,13 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("--allowed-origins: %q is not an origin like https://dash.example.com", o))
 		}
 	}
+	seen := map[string]bool{}
+	for _, t := range c.Topics {
+		if !topics.ValidName(t) || seen[t] {
+			errs = append(errs, fmt.Errorf("--topics: %q is not a valid topic name (1-64 of a-z 0-9 - _, not \"calls\", no repeats)", t))
+		}
+		seen[t] = true
+	}
 	positive := []struct {
 		name string
 		v    int64
@@ -180,7 +195,7 @@ func (c config) validate() error {
 		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
 		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
-		{"shutdown-timeout", int64(c.ShutdownTimeout)},
+		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// TopicSource gives a topic's current state.
+type TopicSource interface {
+	// Current returns the topic's state frame and its version; version 0
+	// and a nil frame when the topic has no state yet.
+	Current(ctx context.Context, topic string) (frame []byte, version int64, err error)
+}
+
+// Topic configures one state topic.
+type Topic struct {
+	Name string
+	// Channel carries the topic's state frames.
+	Channel string
+	// FramePrefix is how every state frame begins; the version, a decimal
+	// integer, follows it directly.
+	FramePrefix string
+}
+
+// topicState is one topic on this instance: the newest state frame seen,
+// and the local connections with the version each was sent last.
+type topicState struct {
+	Topic
+	mu      sync.Mutex // guards the fields below; held while enqueueing
+	version int64
+	frame   []byte
+	conns   map[*conn]int64
+}
+
+// versionOf reads the version of a state frame; ok=false if it has none.
+func (t *topicState) versionOf(frame []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(frame, []byte(t.FramePrefix))
+	if !ok {
+		return 0, false
+	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	v, err := strconv.ParseInt(string(rest[:n]), 10, 64)
+	return v, err == nil
+}
+
+// publish sends the state frame of version to every local connection that
+// has not had that version or a newer one, and keeps it if it is the
+// newest. Each connection sees each version at most once, in increasing
+// order; connections that were sent a newer snapshot skip older live
+// frames. It returns how many connections it queued the frame for.
+func (t *topicState) publish(frame []byte, version int64) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if version > t.version {
+		t.version, t.frame = version, frame
+	}
+	n := 0
+	for c, sent := range t.conns {
+		if version > sent && c.enqueue(frame) {
+			t.conns[c] = version
+			n++
+		}
+	}
+	return n
+}
+
+// add registers c and sends it the newest state known: the one held, or
+// snapshot if that is newer (the live frame that carries it may still be
+// on its way). Other connections get it from its live frame, in order.
+func (t *topicState) add(c *conn, snapshot []byte, version int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if version > t.version {
+		t.version, t.frame = version, snapshot
+	}
+	t.conns[c] = t.version
+	if t.frame != nil {
+		c.enqueue(t.frame)
+	}
+}
+
+func (t *topicState) remove(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.conns, c)
+}
+
+func (t *topicState) active() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns) > 0
+}
+
+// deliverTopic handles a bus message on a topic channel.
+func (s *Server) deliverTopic(t *topicState, payload []byte) {
+	v, ok := t.versionOf(payload)
+	if !ok {
+		s.log.Warn("topic frame without a version dropped", "topic", t.Name)
+		return
+	}
+	s.metrics.delivered.Add(int64(t.publish(payload, v)))
+}
+
+// current loads a topic's state from its source.
+func (s *Server) current(ctx context.Context, t *topicState) ([]byte, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SubscribeTimeout)
+	defer cancel()
+	return s.cfg.TopicSource.Current(ctx, t.Name)
+}
+
+// Resync reloads the state of every topic with local connections and sends
+// it to those that missed it. Call it after the bus reconnected: changes
+// published while it was down were lost, but the newest state was not.
+func (s *Server) Resync(ctx context.Context) {
+	for _, t := range s.topics {
+		if !t.active() {
+			continue
+		}
+		frame, v, err := s.current(ctx, t)
+		if err != nil {
+			s.log.Warn("topic resync failed", "topic", t.Name, "err", err)
+			continue
+		}
+		if v > 0 {
+			s.metrics.delivered.Add(int64(t.publish(frame, v)))
+		}
+	}
+}
+
+// TopicHandler serves the WebSocket of one configured topic: the client
+// gets the current state at once, then every change. It returns nil for
+// an unknown topic.
+func (s *Server) TopicHandler(name string) http.Handler {
+	t := s.topics[name]
+	if t == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r, func(ctx context.Context, c *conn) bool { return s.attachTopic(ctx, c, t) })
+	})
+}
+
+// attachTopic follows t for c: subscribe on the bus first, then load the
+// current state, so no change falls between the two.
+func (s *Server) attachTopic(ctx context.Context, c *conn, t *topicState) bool {
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.SubscribeTimeout)
+	err := s.cfg.Bus.Subscribe(sctx, t.Channel)
+	cancel()
+	var (
+		frame   []byte
+		version int64
+	)
+	if err == nil {
+		if frame, version, err = s.current(ctx, t); err != nil {
+			s.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
+		}
+	}
+	if err != nil {
+		c.log.Warn("topic unavailable", "topic", t.Name, "err", err)
+		c.closeWith(closeTryAgainLater, "event bus unavailable; reconnect later")
+		return false
+	}
+	c.topic = t
+	t.add(c, frame, version)
+	return true
+}
