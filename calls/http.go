@@ -106,7 +106,11 @@ func (h *Handler) saveCall(c echo.Context) error {
 	var u Update
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&u); err != nil {
+	err = dec.Decode(&u)
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value")
+	}
+	if err != nil {
 		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object with call_sid and optional conversation_id, status, org: "+err.Error())
 	}
 	ctx := c.Request().Context()
@@ -114,7 +118,7 @@ func (h *Handler) saveCall(c echo.Context) error {
 	if err != nil {
 		return h.storeError(c, err)
 	}
-	if u.Status != "" && !saved.Created {
+	if u.Status != "" {
 		if err := h.publishStatus(ctx, saved.Call); err != nil {
 			return h.storeError(c, err)
 		}
@@ -129,7 +133,8 @@ func (h *Handler) saveCall(c echo.Context) error {
 }
 
 // publishStatus tells subscribers the call's current status. The mark
-// makes a retried request publish it at most once per change.
+// makes it one event per change of the record: a retried request, or one
+// that sets the status the call already has, publishes nothing new.
 func (h *Handler) publishStatus(ctx context.Context, call Call) error {
 	mark := deliveryMark("status", string(call.Status), call.UpdatedAt.String())
 	_, err := h.cfg.Events.Publish(ctx, call, EventStatus, map[string]any{"status": call.Status}, mark)
@@ -309,6 +314,22 @@ func (h *Handler) postCallCall(ctx context.Context, pc PostCall, status Status) 
 	return saved.Call, nil
 }
 
+// liveCall finds the call of a live event by its call_sid, else by its
+// conversation_id.
+func (h *Handler) liveCall(ctx context.Context, ev Live) (Call, error) {
+	err := ErrNotFound
+	for _, id := range []string{ev.CallSID, ev.ConversationID} {
+		if id == "" {
+			continue
+		}
+		var call Call
+		if call, err = h.cfg.Store.Resolve(ctx, id); !errors.Is(err, ErrNotFound) {
+			return call, err
+		}
+	}
+	return Call{}, err
+}
+
 // Data of live events, as subscribers receive it.
 type (
 	transcriptData struct {
@@ -339,11 +360,7 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 	}
 	ctx := c.Request().Context()
-	id := ev.CallSID
-	if id == "" {
-		id = ev.ConversationID
-	}
-	call, err := h.cfg.Store.Resolve(ctx, id)
+	call, err := h.liveCall(ctx, ev)
 	if err != nil {
 		return h.storeError(c, err)
 	}

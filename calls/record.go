@@ -14,7 +14,8 @@ import (
 // Status is where a call is in its life.
 type Status string
 
-// The statuses of a call. Done and Failed are final.
+// The statuses of a call. Webhooks set Done and Failed when a call ends;
+// the API may set any of them.
 const (
 	StatusInitiated  Status = "initiated"
 	StatusInProgress Status = "in-progress"
@@ -76,8 +77,9 @@ func ValidID(id string) bool {
 }
 
 // Keys names what a call uses in Redis. The call_sid is a hash tag in
-// every per-call key, so a call's record, counter and marks share a Redis
-// Cluster slot.
+// every per-call key, so a call's record, counter and marks share a slot
+// should the keys move to a Redis Cluster; the conversation_id link is
+// keyed by the conversation and lives elsewhere.
 type Keys struct{ Prefix string }
 
 func (k Keys) record(sid string) string { return k.Prefix + ":call:{" + sid + "}" }

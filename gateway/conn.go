@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -153,8 +154,13 @@ func (c *conn) readLoop(ctx context.Context) {
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				c.log.Info("frame over the size limit", "limit", cfg.MaxFrameBytes)
+			case errors.As(err, &ne) && ne.Timeout():
+				// Not 1000: the client should reconnect.
+				c.closeWith(websocket.CloseGoingAway, "no pong within the timeout")
 			}
 			return
 		}
@@ -238,6 +244,12 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 	if err != nil {
 		c.log.Warn("bus subscribe failed", "channel", t.Channel, "err", err)
 		return errUnavailable
+	}
+	// The record may have changed while the subscription was set up, and
+	// that change's event was not received: reply with the record as it is
+	// now that every later change will arrive.
+	if fresh, ferr := c.resolve(ctx, f.Call); ferr == nil && fresh.Key == t.Key {
+		reply = encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: fresh.Record})
 	}
 	c.srv.hub.add(t.Channel, c, reply)
 	c.subs[t.Key] = &subscription{channel: t.Channel, ids: []string{f.Call}}

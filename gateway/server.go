@@ -180,9 +180,7 @@ func NewServer(cfg Config) *Server {
 		// Idle connections hold no write buffer.
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
-		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			http.Error(w, reason.Error(), status)
-		},
+		Error:           upgradeError,
 	}
 	return s
 }
@@ -254,7 +252,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 	}
 	s.mu.Unlock()
 	if draining {
-		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		writeHTTPError(w, http.StatusServiceUnavailable, "shutting_down", "this instance is shutting down; connect to another")
 		return
 	}
 	defer s.wg.Done()
@@ -299,7 +297,30 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.metrics.connections.Add(-1)
-	c.log.Info("connection closed", "duration", time.Since(c.connectedAt).Round(time.Millisecond))
+	c.log.Info("connection closed", "duration", time.Since(c.connectedAt).Round(time.Millisecond).String())
+}
+
+// upgradeError answers a request that could not be upgraded in the API's
+// error format.
+func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	code := "bad_handshake"
+	if status == http.StatusForbidden {
+		code = "origin_not_allowed"
+	}
+	writeHTTPError(w, status, code, reason.Error())
+}
+
+func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // Shutdown stops accepting connections, closes every open one with 1001

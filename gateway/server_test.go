@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -317,4 +318,27 @@ func TestShutdownClosesWith1001(t *testing.T) {
 	if _, err := wstest.TryDial(t, url, nil); err == nil {
 		t.Fatal("a draining server accepted a connection")
 	}
+}
+
+func TestHandshakeErrorsAreJSON(t *testing.T) {
+	_, _, url := startServer(t, gateway.Config{AllowedOrigins: []string{"https://dash.example.com"}})
+	httpURL := "http" + strings.TrimPrefix(url, "ws")
+	resp, err := http.Get(httpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]string
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || body["code"] != "bad_handshake" {
+		t.Fatalf("plain GET: %d %v", resp.StatusCode, body)
+	}
+	if _, err := wstest.TryDial(t, url, http.Header{"Origin": {"https://evil.example.com"}}); err == nil {
+		t.Fatal("a foreign origin connected")
+	}
+	c, err := wstest.TryDial(t, url, http.Header{"Origin": {"https://dash.example.com"}})
+	if err != nil {
+		t.Fatalf("allowed origin: %v", err)
+	}
+	c.Welcome()
 }

@@ -201,6 +201,9 @@ func httpError(err error, c echo.Context) {
 }
 
 func (a *app) ready(c echo.Context) error {
+	if a.gw.Draining() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := a.rdb.Ping(ctx).Err(); err != nil {

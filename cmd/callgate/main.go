@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -29,6 +31,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(cfg, os.Stderr)
+	redis.SetLogger(redisLogger{log.With("component", "go-redis")})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log, os.Stderr); err != nil {
@@ -44,6 +47,13 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 		h = slog.NewTextHandler(w, opts)
 	}
 	return slog.New(h).With("instance", cfg.InstanceID)
+}
+
+// redisLogger sends go-redis's own messages to the structured log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
 // run serves until ctx ends, then shuts down in order.

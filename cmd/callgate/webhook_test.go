@@ -82,11 +82,12 @@ func TestBadRequestsPublishNothing(t *testing.T) {
 	if status, _ := in.do("GET", "/api/calls/EL_x", nil, apiHeader()); status != 404 {
 		t.Fatalf("a rejected request created call EL_x (GET answered %d)", status)
 	}
+	// Event 1 was the status set when the call was registered.
 	id := in.mustPublish("/webhooks/transcription", good)
-	if id != "1" {
+	if id != "2" {
 		t.Fatalf("first good event has id %s: a bad request was published", id)
 	}
-	if f := cl.Expect("event"); f.EventID != "1" {
+	if f := cl.Expect("event"); f.EventID != "2" {
 		t.Fatalf("subscriber got %s", f.Raw)
 	}
 }
@@ -114,13 +115,14 @@ func TestWebhookRepeatsPublishOnce(t *testing.T) {
 		status string
 		id     string
 	}{
-		{a, "/webhooks/transcription", tentative, "published", "1"},
-		{b, "/webhooks/transcription", tentative, "duplicate", "1"},
-		{a, "/webhooks/transcription", tentative2, "published", "2"}, // the turn grew: a new tentative
-		{b, "/webhooks/transcription", final, "published", "3"},      // same event_id, final: a new event
-		{a, "/webhooks/transcription", final, "duplicate", "3"},
-		{a, "/webhooks/elevenlabs", post, "published", "4"},
-		{b, "/webhooks/elevenlabs", post, "duplicate", "4"},
+		// Event 1 was the status set when the call was registered.
+		{a, "/webhooks/transcription", tentative, "published", "2"},
+		{b, "/webhooks/transcription", tentative, "duplicate", "2"},
+		{a, "/webhooks/transcription", tentative2, "published", "3"}, // the turn grew: a new tentative
+		{b, "/webhooks/transcription", final, "published", "4"},      // same event_id, final: a new event
+		{a, "/webhooks/transcription", final, "duplicate", "4"},
+		{a, "/webhooks/elevenlabs", post, "published", "5"},
+		{b, "/webhooks/elevenlabs", post, "duplicate", "5"},
 	}
 	for i, s := range steps {
 		status, out := s.in.webhook(s.path, s.body)
@@ -130,13 +132,13 @@ func TestWebhookRepeatsPublishOnce(t *testing.T) {
 	}
 	for i, want := range []string{"transcript", "transcript", "transcript", "completed"} {
 		f := cl.Expect("event")
-		if f.Event != want || f.EventID != strconv.Itoa(i+1) {
+		if f.Event != want || f.EventID != strconv.Itoa(i+2) {
 			t.Fatalf("event %d: got %s", i+1, f.Raw)
 		}
 	}
-	// Exactly those four: the next event is number 5.
+	// Exactly those four: the next event is number 6.
 	a.mustPublish("/webhooks/transcription", liveBody("call_sid", fixtureSID, json.RawMessage(`{"type":"interruption","interruption_event":{"event_id":9}}`)))
-	if f := cl.Expect("event"); f.EventID != "5" {
+	if f := cl.Expect("event"); f.EventID != "6" {
 		t.Fatalf("after the repeats got %s", f.Raw)
 	}
 	// The post-call webhook completed the call.
@@ -203,13 +205,23 @@ func TestPostCallWebhooks(t *testing.T) {
 		}
 	}
 
+	// A live event whose call_sid is unknown is found by its
+	// conversation_id.
+	status, out := in.webhook("/webhooks/transcription", []byte(`{"call_sid":"CA_unknown","conversation_id":"`+fixtureConv+`","event":{"type":"interruption","interruption_event":{"event_id":5}}}`))
+	if status != 200 || out["call_sid"] != fixtureSID {
+		t.Fatalf("live event by conversation_id: %d %v", status, out)
+	}
+	if f := cl.Expect("event"); f.Event != "interruption" {
+		t.Fatalf("got %s", f.Raw)
+	}
+
 	// Unknown types are acknowledged and ignored.
-	status, out := in.webhook("/webhooks/elevenlabs", fixture(t, "unknown_type.json"))
+	status, out = in.webhook("/webhooks/elevenlabs", fixture(t, "unknown_type.json"))
 	if status != 200 || out["status"] != "ignored" {
 		t.Fatalf("unknown type: %d %v", status, out)
 	}
 	in.mustPublish("/webhooks/transcription", liveBody("call_sid", fixtureSID, json.RawMessage(`{"type":"interruption","interruption_event":{"event_id":9}}`)))
-	if f := cl.Expect("event"); f.EventID != "3" {
+	if f := cl.Expect("event"); f.EventID != "4" {
 		t.Fatalf("after the ignored webhook got %s", f.Raw)
 	}
 }
