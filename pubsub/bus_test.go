@@ -215,3 +215,50 @@ func TestResubscribesAfterConnectionLoss(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 }
+
+// TestHistoryRange checks that published messages are recorded in the
+// same step, read back in order after any number, and trimmed to a bound.
+func TestHistoryRange(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus := pubsub.New(srv.Client(t), pubsub.Config{})
+	ctx := context.Background()
+	seq, hist := prefix+":seq", prefix+":hist"
+	for i := 1; i <= 300; i++ {
+		_, err := bus.Publish(ctx, pubsub.Message{
+			Seq: seq, History: hist, HistoryMax: 10,
+			Channels: []string{prefix + ":ch"}, Head: []byte("m"), Tail: []byte("."),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, last, err := bus.Range(ctx, seq, hist, 295)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != 300 || len(entries) != 5 {
+		t.Fatalf("after 295: last %d, %d entries", last, len(entries))
+	}
+	for i, e := range entries {
+		if want := int64(296 + i); e.Seq != want || string(e.Payload) != fmt.Sprintf("m%d.", want) {
+			t.Fatalf("entry %d: %d %q", i, e.Seq, e.Payload)
+		}
+	}
+	all, _, err := bus.Range(ctx, seq, hist, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) < 10 || len(all) > 200 || all[0].Seq == 1 || all[len(all)-1].Seq != 300 {
+		t.Fatalf("trimmed history: %d entries from %d to %d", len(all), all[0].Seq, all[len(all)-1].Seq)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].Seq != all[i-1].Seq+1 {
+			t.Fatalf("history not contiguous at %d", all[i].Seq)
+		}
+	}
+	none, last, err := bus.Range(ctx, prefix+":noseq", prefix+":nohist", 0)
+	if err != nil || len(none) != 0 || last != 0 {
+		t.Fatalf("empty sequence: %v %d %v", none, last, err)
+	}
+}

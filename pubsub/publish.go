@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,6 +27,17 @@ type Message struct {
 	Dedup string
 	// DedupTTL is how long the Dedup mark is kept. Zero means 24h.
 	DedupTTL time.Duration
+	// History, when set, is the key of a Redis Stream that keeps the
+	// payloads of this sequence, written in the same step as they are
+	// published, with the sequence number as entry id (0-<seq>). Range
+	// reads it back.
+	History string
+	// HistoryMax bounds the stream, approximately (MAXLEN ~); zero means
+	// 1000 entries.
+	HistoryMax int64
+	// HistoryTTL is how long the stream outlives its last entry; zero
+	// means it never expires.
+	HistoryTTL time.Duration
 	// Channels receive the payload, in this order.
 	Channels []string
 	// The payload is Head, the decimal sequence number, then Tail.
@@ -41,19 +53,25 @@ type Published struct {
 	Duplicate bool
 }
 
-// publishScript numbers, deduplicates and publishes in one step.
-// KEYS[1] counter, KEYS[2] optional dedup mark.
-// ARGV: counter TTL ms (0: none), dedup TTL ms, head, tail, channels...
+// publishScript numbers, deduplicates, records and publishes in one step.
+// KEYS[1] counter, KEYS[2] history stream, KEYS[3] dedup mark ('' keys
+// are skipped: the caller passes the same key list shape every time).
+// ARGV: counter TTL ms (0: none), dedup TTL ms, history max, history TTL
+// ms (0: none), head, tail, channels...
 var publishScript = redis.NewScript(`
-if #KEYS > 1 then
-  local prev = redis.call('GET', KEYS[2])
+if KEYS[3] ~= '' then
+  local prev = redis.call('GET', KEYS[3])
   if prev then return {tonumber(prev), 1} end
 end
 local seq = redis.call('INCR', KEYS[1])
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-if #KEYS > 1 then redis.call('SET', KEYS[2], seq, 'PX', ARGV[2]) end
-local payload = ARGV[3] .. seq .. ARGV[4]
-for i = 5, #ARGV do redis.call('PUBLISH', ARGV[i], payload) end
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], seq, 'PX', ARGV[2]) end
+local payload = ARGV[5] .. seq .. ARGV[6]
+if KEYS[2] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '0-' .. seq, 'p', payload)
+  if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+end
+for i = 7, #ARGV do redis.call('PUBLISH', ARGV[i], payload) end
 return {seq, 0}
 `)
 
@@ -64,16 +82,18 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	if m.Seq == "" {
 		return Published{}, errors.New("pubsub: message without a sequence key")
 	}
-	keys := []string{m.Seq}
-	if m.Dedup != "" {
-		keys = append(keys, m.Dedup)
-	}
+	keys := []string{m.Seq, m.History, m.Dedup}
 	dedupTTL := m.DedupTTL
 	if dedupTTL <= 0 {
 		dedupTTL = 24 * time.Hour
 	}
-	args := make([]any, 0, 4+len(m.Channels))
-	args = append(args, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(), m.Head, m.Tail)
+	historyMax := m.HistoryMax
+	if historyMax <= 0 {
+		historyMax = 1000
+	}
+	args := make([]any, 0, 6+len(m.Channels))
+	args = append(args, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(),
+		historyMax, m.HistoryTTL.Milliseconds(), m.Head, m.Tail)
 	for _, ch := range m.Channels {
 		args = append(args, ch)
 	}
@@ -87,5 +107,51 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	return Published{Seq: res[0], Duplicate: res[1] == 1}, nil
 }
 
-// FormatSeq formats a sequence number as it appears in payloads.
-func FormatSeq(seq int64) string { return strconv.FormatInt(seq, 10) }
+// Entry is one recorded message of a sequence.
+type Entry struct {
+	Seq     int64
+	Payload []byte
+}
+
+// rangeScript reads a sequence's counter and its recorded messages after a
+// number in one step. KEYS[1] counter, KEYS[2] stream; ARGV[1] first id.
+var rangeScript = redis.NewScript(`
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+return {last, redis.call('XRANGE', KEYS[2], ARGV[1], '+')}
+`)
+
+// Range returns the recorded messages of a sequence numbered after after,
+// oldest first, and the sequence's last number. Messages the history no
+// longer holds are missing: the first entry is then numbered beyond
+// after+1, or there is none while last > after.
+func (b *Bus) Range(ctx context.Context, seqKey, history string, after int64) ([]Entry, int64, error) {
+	res, err := rangeScript.Run(ctx, b.rdb, []string{seqKey, history}, "0-"+strconv.FormatInt(after+1, 10)).Slice()
+	if err != nil {
+		return nil, 0, fmt.Errorf("pubsub: range %s after %d: %w", history, after, err)
+	}
+	if len(res) != 2 {
+		return nil, 0, fmt.Errorf("pubsub: range: unexpected reply %v", res)
+	}
+	last, _ := res[0].(int64)
+	raw, _ := res[1].([]any)
+	entries := make([]Entry, 0, len(raw))
+	for _, r := range raw {
+		e, ok := r.([]any)
+		if len(e) != 2 || !ok {
+			return nil, 0, fmt.Errorf("pubsub: range: unexpected entry %v", r)
+		}
+		id, _ := e[0].(string)
+		_, n, _ := strings.Cut(id, "-")
+		seq, err := strconv.ParseInt(n, 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("pubsub: range: entry id %q: %w", id, err)
+		}
+		fields, _ := e[1].([]any)
+		if len(fields) != 2 {
+			return nil, 0, fmt.Errorf("pubsub: range: entry %s has %d fields", id, len(fields))
+		}
+		p, _ := fields[1].(string)
+		entries = append(entries, Entry{Seq: seq, Payload: []byte(p)})
+	}
+	return entries, last, nil
+}
