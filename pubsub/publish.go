@@ -54,7 +54,7 @@ type Published struct {
 }
 
 // publishScript numbers, deduplicates, records and publishes in one step.
-// KEYS[1] counter, KEYS[2] history stream, KEYS[3] dedup mark (” keys
+// KEYS[1] counter, KEYS[2] history stream, KEYS[3] dedup mark (empty keys
 // are skipped: the caller passes the same key list shape every time).
 // ARGV: counter TTL ms (0: none), dedup TTL ms, history max, history TTL
 // ms (0: none), head, tail, channels...
