@@ -29,22 +29,38 @@ type Publisher interface {
 
 var _ Publisher = (*pubsub.Bus)(nil)
 
-// Events publishes call events on the channels of both identifiers.
+// Retention says how long what a call publishes is kept.
+type Retention struct {
+	// Call keeps a call's event counter, and its history while the call
+	// runs, as long as its record: event numbers never restart while the
+	// call is known. Zero: forever.
+	Call time.Duration
+	// Dedup is how long a delivery is remembered to drop its repeats.
+	// Zero: 24h.
+	Dedup time.Duration
+	// HistoryEvents bounds each call's history (approximately). Zero:
+	// 1000.
+	HistoryEvents int64
+	// HistoryAfterEnd is how long a call's history is kept after the call
+	// is done or failed. Zero: as long as Call.
+	HistoryAfterEnd time.Duration
+}
+
+// Events publishes call events on the channels of both identifiers, and
+// records them in each call's history in the same step.
 type Events struct {
 	pub  Publisher
 	keys Keys
-	// seqTTL keeps a call's event counter as long as its record.
-	seqTTL time.Duration
-	// dedupTTL is how long a delivery is remembered to drop its repeats.
-	dedupTTL time.Duration
-	now      func() time.Time
+	ret  Retention
+	now  func() time.Time
 }
 
-// NewEvents returns an Events. seqTTL should be the record TTL so event
-// numbers never restart while a call is known; dedupTTL bounds how late a
-// repeated webhook is still recognised (zero: 24h).
-func NewEvents(pub Publisher, keys Keys, seqTTL, dedupTTL time.Duration) *Events {
-	return &Events{pub: pub, keys: keys, seqTTL: seqTTL, dedupTTL: dedupTTL, now: time.Now}
+// NewEvents returns an Events.
+func NewEvents(pub Publisher, keys Keys, ret Retention) *Events {
+	if ret.HistoryAfterEnd <= 0 {
+		ret.HistoryAfterEnd = ret.Call
+	}
+	return &Events{pub: pub, keys: keys, ret: ret, now: time.Now}
 }
 
 // frameTail is everything of an event frame after its event_id.
@@ -56,7 +72,8 @@ type frameTail struct {
 	Data           any       `json:"data"`
 }
 
-// frameHead starts every event frame; the event_id follows it.
+// frameHead starts every event frame; the event_id follows it. Gateways
+// read the event_id from there without decoding the frame.
 var frameHead = []byte(`{"type":"event","event_id":"`)
 
 // Publish publishes one event of call c. The frame is encoded here, once:
@@ -85,13 +102,20 @@ func (e *Events) Publish(ctx context.Context, c Call, event string, data any, ma
 	if c.ConversationID != "" {
 		channels = append(channels, e.keys.ChannelByConversation(c.ConversationID))
 	}
+	historyTTL := e.ret.Call
+	if c.Status == StatusDone || c.Status == StatusFailed {
+		historyTTL = e.ret.HistoryAfterEnd
+	}
 	m := pubsub.Message{
-		Seq:      e.keys.seq(c.CallSID),
-		SeqTTL:   e.seqTTL,
-		DedupTTL: e.dedupTTL,
-		Channels: channels,
-		Head:     frameHead,
-		Tail:     tail,
+		Seq:        e.keys.Seq(c.CallSID),
+		SeqTTL:     e.ret.Call,
+		DedupTTL:   e.ret.Dedup,
+		History:    e.keys.History(c.CallSID),
+		HistoryMax: e.ret.HistoryEvents,
+		HistoryTTL: historyTTL,
+		Channels:   channels,
+		Head:       frameHead,
+		Tail:       tail,
 	}
 	if mark != "" {
 		m.Dedup = e.keys.dedup(c.CallSID, mark)

@@ -31,9 +31,13 @@ type conn struct {
 	connectedAt time.Time
 	log         *slog.Logger
 
-	// send holds frames for writeLoop. Nobody closes it: writers select
-	// on it without blocking.
-	send chan []byte
+	// qmu guards queue and replayed: the frames waiting for writeLoop,
+	// of which up to replayed were replayed from history and do not count
+	// against the live limit. wake tells writeLoop there is work.
+	qmu      sync.Mutex
+	queue    [][]byte
+	replayed int
+	wake     chan struct{}
 
 	closeOnce sync.Once
 	// done is closed when the connection must end; closeCode and
@@ -50,18 +54,52 @@ type conn struct {
 	aliases map[string]string        // identifier -> call key
 }
 
-// enqueue queues a frame without blocking. When the queue is full the
-// client is too slow: it is disconnected (CloseSendQueueOverflow) so that
-// it never delays anyone else.
+// enqueue queues a frame without blocking. When SendQueue live frames
+// already wait, the client is too slow: it is disconnected
+// (CloseSendQueueOverflow) so that it never delays anyone else.
 func (c *conn) enqueue(frame []byte) bool {
-	select {
-	case c.send <- frame:
-		return true
-	default:
+	c.qmu.Lock()
+	if len(c.queue)-c.replayed >= c.srv.cfg.SendQueue {
+		c.qmu.Unlock()
 		c.srv.metrics.overflows.Add(1)
 		c.closeWith(CloseSendQueueOverflow, "send queue overflow: read faster, then reconnect")
 		return false
 	}
+	c.queue = append(c.queue, frame)
+	c.qmu.Unlock()
+	c.signal()
+	return true
+}
+
+// enqueueReplay queues frames replayed from history. They are bounded by
+// the history's size rather than by SendQueue, so a client can resume from
+// further back than its queue holds.
+func (c *conn) enqueueReplay(frames [][]byte) {
+	if len(frames) == 0 {
+		return
+	}
+	c.qmu.Lock()
+	c.queue = append(c.queue, frames...)
+	c.replayed += len(frames)
+	c.qmu.Unlock()
+	c.signal()
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns every queued frame, oldest first, and empties the queue.
+func (c *conn) take() [][]byte {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	batch := c.queue
+	c.queue = nil
+	c.replayed = 0
+	return batch
 }
 
 // closeWith ends the connection with a close frame; the first call wins.
@@ -84,15 +122,13 @@ func (c *conn) writeLoop() {
 			return
 		}
 		select {
-		case f := <-c.send:
-			if err := c.write(f); err != nil {
-				c.fail(err)
-				return
-			}
-			// Drain what else is queued before going back to select,
-			// unless the connection is ending.
-			for n := len(c.send); n > 0 && !c.ending(); n-- {
-				if err := c.write(<-c.send); err != nil {
+		case <-c.wake:
+			// Write everything queued, unless the connection is ending.
+			for _, f := range c.take() {
+				if c.ending() {
+					break
+				}
+				if err := c.write(f); err != nil {
 					c.fail(err)
 					return
 				}
@@ -205,6 +241,9 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 
 var errUnavailable = &frameError{CodeUnavailable, "the gateway cannot reach its event bus right now; retry later"}
 
+// errConnClosed: the connection ended while a subscribe waited.
+var errConnClosed = errors.New("gateway: connection closed")
+
 func (c *conn) resolve(ctx context.Context, id string) (Target, *frameError) {
 	ctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
 	defer cancel()
@@ -239,19 +278,37 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 		return &frameError{CodeTooManySubscriptions, "this connection follows the maximum number of calls; unsubscribe from one first"}
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
-	err := c.srv.cfg.Bus.Subscribe(sctx, t.Channel)
-	cancel()
-	if err != nil {
+	defer cancel()
+	if err := c.srv.cfg.Bus.Subscribe(sctx, t.Channel); err != nil {
 		c.log.Warn("bus subscribe failed", "channel", t.Channel, "err", err)
 		return errUnavailable
 	}
-	// The record may have changed while the subscription was set up, and
-	// that change's event was not received: reply with the record as it is
-	// now that every later change will arrive.
-	if fresh, ferr := c.resolve(ctx, f.Call); ferr == nil && fresh.Key == t.Key {
-		reply = encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: fresh.Record})
+	// Read the record again now that every later event will arrive: it
+	// and its last event_id are the starting point of a client that did
+	// not ask to resume.
+	fresh, ferr := c.resolve(ctx, f.Call)
+	if ferr == nil && fresh.Key != t.Key {
+		ferr = &frameError{CodeCallNotFound, "no call has that call_sid or conversation_id"}
 	}
-	c.srv.hub.add(t.Channel, c, reply)
+	if ferr != nil {
+		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
+		return ferr
+	}
+	after := fresh.Seq
+	if f.Since >= 0 {
+		after = f.Since
+	}
+	replyFor := func(recovered *bool) []byte {
+		return encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: fresh.Record, Recovered: recovered})
+	}
+	if err := c.srv.hub.join(sctx, t.Channel, t.Key, c, after, f.Since, replyFor); err != nil {
+		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
+		if errors.Is(err, errConnClosed) {
+			return nil
+		}
+		c.log.Warn("resume from history failed", "channel", t.Channel, "err", err)
+		return errUnavailable
+	}
 	c.subs[t.Key] = &subscription{channel: t.Channel, ids: []string{f.Call}}
 	c.aliases[f.Call] = t.Key
 	c.srv.metrics.subscriptions.Add(1)
@@ -280,7 +337,7 @@ func (c *conn) unsubscribe(ctx context.Context, f frame) *frameError {
 // drop ends the subscription to call key.
 func (c *conn) drop(ctx context.Context, key string) {
 	sub := c.subs[key]
-	c.srv.hub.remove(sub.channel, c)
+	c.srv.hub.leave(sub.channel, c)
 	for _, id := range sub.ids {
 		delete(c.aliases, id)
 	}

@@ -1,29 +1,91 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"hash/maphash"
+	"math"
+	"strconv"
 	"sync"
+	"time"
 )
 
 // hubShards spreads channels over independently locked maps so that
 // subscribes on one channel do not stall fan-out on another.
 const hubShards = 64
 
-// hub maps bus channels to the local connections that follow them.
+// eventPrefix starts every call event frame; the decimal event_id
+// follows. The gateway reads event ids from there without decoding.
+var eventPrefix = []byte(`{"type":"event","event_id":"`)
+
+// eventSeq reads the event_id of an event frame.
+func eventSeq(frame []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(frame, eventPrefix)
+	if !ok {
+		return 0, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	return n, err == nil && n > 0
+}
+
+// hub maps bus channels to the local connections that follow them, and
+// makes sure each connection gets each event of a call once, in order,
+// with no gap: across a resume from history, a lost Redis connection, or
+// a call followed by two identifiers.
 type hub struct {
+	srv    *Server
 	seed   maphash.Seed
 	shards [hubShards]hubShard
 }
 
 type hubShard struct {
-	mu   sync.RWMutex
-	subs map[string]map[*conn]struct{}
+	mu    sync.Mutex
+	chans map[string]*channelState
 }
 
-func newHub() *hub {
-	h := &hub{seed: maphash.MakeSeed()}
+// channelState is one followed call on this instance. Guarded by its
+// shard's mu.
+type channelState struct {
+	channel string
+	key     string // the call, for History
+	subs    map[*conn]*follower
+	// syncing: a catch-up is reading history; live frames wait in held.
+	syncing bool
+	// again: more catch-up was asked for while one ran.
+	again bool
+	held  []heldFrame
+}
+
+type heldFrame struct {
+	seq   int64
+	frame []byte
+}
+
+// follower is one connection's subscription to a channel.
+type follower struct {
+	// last is the event_id last queued for the connection.
+	last int64
+	// join is set until the first catch-up has answered the subscribe.
+	join *joinRequest
+}
+
+// joinRequest is a subscribe waiting for its catch-up.
+type joinRequest struct {
+	// since is the event_id the client asked to resume after; -1 if it
+	// did not ask.
+	since int64
+	reply func(recovered *bool) []byte
+	done  chan error
+}
+
+func newHub(s *Server) *hub {
+	h := &hub{srv: s, seed: maphash.MakeSeed()}
 	for i := range h.shards {
-		h.shards[i].subs = make(map[string]map[*conn]struct{})
+		h.shards[i].chans = make(map[string]*channelState)
 	}
 	return h
 }
@@ -32,48 +94,224 @@ func (h *hub) shard(channel string) *hubShard {
 	return &h.shards[maphash.String(h.seed, channel)%hubShards]
 }
 
-// add registers c on channel and queues reply to c in the same critical
-// section, so c receives reply before any message delivered on channel.
-func (h *hub) add(channel string, c *conn, reply []byte) {
+// join registers c on channel, resuming after the event after. A catch-up
+// from history then queues, in order: the reply (given whether the resume
+// was complete when since >= 0), every stored event after it, and then
+// live events. join returns once that is done, or with the error that
+// prevented it (c is then not registered).
+func (h *hub) join(ctx context.Context, channel, key string, c *conn, after, since int64, reply func(*bool) []byte) error {
+	req := &joinRequest{since: since, reply: reply, done: make(chan error, 1)}
 	s := h.shard(channel)
 	s.mu.Lock()
-	set := s.subs[channel]
-	if set == nil {
-		set = make(map[*conn]struct{})
-		s.subs[channel] = set
+	cs := s.chans[channel]
+	if cs == nil {
+		cs = &channelState{channel: channel, key: key, subs: make(map[*conn]*follower)}
+		s.chans[channel] = cs
 	}
-	set[c] = struct{}{}
-	c.enqueue(reply)
+	cs.subs[c] = &follower{last: after, join: req}
+	h.requestCatchUp(cs)
 	s.mu.Unlock()
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+	case <-c.done:
+	}
+	h.leave(channel, c)
+	// If the catch-up answered before leave, its reply may be queued
+	// already; the error frame that follows it is the final answer.
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errConnClosed
 }
 
-// remove unregisters c from channel; c receives nothing more from it.
-func (h *hub) remove(channel string, c *conn) {
+// leave unregisters c from channel; c receives nothing more from it.
+func (h *hub) leave(channel string, c *conn) {
 	s := h.shard(channel)
 	s.mu.Lock()
-	if set := s.subs[channel]; set != nil {
-		delete(set, c)
-		if len(set) == 0 {
-			delete(s.subs, channel)
-		}
+	defer s.mu.Unlock()
+	cs := s.chans[channel]
+	if cs == nil {
+		return
 	}
-	s.mu.Unlock()
+	delete(cs.subs, c)
+	if len(cs.subs) == 0 && !cs.syncing {
+		delete(s.chans, channel)
+	}
+}
+
+// requestCatchUp starts a catch-up of cs, or asks the running one to go
+// again. Called with the shard's mu held.
+func (h *hub) requestCatchUp(cs *channelState) {
+	if cs.syncing {
+		cs.again = true
+		return
+	}
+	cs.syncing = true
+	go h.catchUp(cs)
 }
 
 // deliver queues payload, shared and never modified, to every local
-// connection on channel. It never blocks: enqueue drops a connection whose
-// queue is full rather than wait for it.
+// connection on channel that has not had it. It never blocks. A frame
+// beyond a follower's next event means events were missed (a Redis
+// reconnect): the channel then catches up from history, holding live
+// frames meanwhile.
 func (h *hub) deliver(channel string, payload []byte) int {
+	seq, ok := eventSeq(payload)
+	if !ok {
+		h.srv.log.Warn("bus message without an event_id dropped", "channel", channel)
+		return 0
+	}
 	s := h.shard(channel)
-	s.mu.RLock()
-	n := 0
-	for c := range s.subs[channel] {
-		if c.enqueue(payload) {
-			n++
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := s.chans[channel]
+	if cs == nil {
+		return 0
+	}
+	if cs.syncing {
+		cs.held = append(cs.held, heldFrame{seq, payload})
+		return 0
+	}
+	n, gap := 0, false
+	for c, f := range cs.subs {
+		switch {
+		case seq <= f.last:
+			// Already queued: replayed, or a repeat.
+		case seq == f.last+1:
+			f.last = seq
+			if c.enqueue(payload) {
+				n++
+			}
+		default:
+			gap = true
 		}
 	}
-	s.mu.RUnlock()
+	if gap {
+		cs.held = append(cs.held, heldFrame{seq, payload})
+		h.requestCatchUp(cs)
+	}
 	return n
+}
+
+// resyncAll catches every followed channel up from history: after the bus
+// reconnected, events published meanwhile were not received.
+func (h *hub) resyncAll() {
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for _, cs := range s.chans {
+			h.requestCatchUp(cs)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// catchUp reads the history of cs after the oldest event any follower
+// still needs, and queues to each follower what it has not had: replies
+// to joins first, then stored events, then the live frames held
+// meanwhile. It runs in its own goroutine, one per channel at a time, and
+// retries while Redis fails; joins fail at once instead.
+func (h *hub) catchUp(cs *channelState) {
+	s := h.shard(cs.channel)
+	backoff := 50 * time.Millisecond
+	for {
+		s.mu.Lock()
+		after := int64(math.MaxInt64 - 1)
+		for _, f := range cs.subs {
+			after = min(after, f.last)
+		}
+		key := cs.key
+		s.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(h.srv.ctx, h.srv.cfg.SubscribeTimeout)
+		events, last, err := h.srv.cfg.History.After(ctx, key, after)
+		cancel()
+
+		s.mu.Lock()
+		if err != nil {
+			h.failJoins(cs, err)
+		} else {
+			h.apply(cs, events, last, after)
+			// Every held frame was published before the next read of
+			// history, if there is one, so none is needed beyond here.
+			cs.held = nil
+		}
+		if err == nil && !cs.again || len(cs.subs) == 0 || h.srv.ctx.Err() != nil {
+			cs.syncing, cs.again = false, false
+			if len(cs.subs) == 0 {
+				delete(s.chans, cs.channel)
+			}
+			s.mu.Unlock()
+			return
+		}
+		cs.again = false
+		s.mu.Unlock()
+		if err != nil {
+			h.srv.log.Warn("catch-up from history failed; retrying", "channel", cs.channel, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-h.srv.ctx.Done():
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}
+}
+
+// failJoins answers every waiting join of cs with err and drops it.
+// Called with the shard's mu held.
+func (h *hub) failJoins(cs *channelState, err error) {
+	for c, f := range cs.subs {
+		if f.join != nil {
+			f.join.done <- err
+			delete(cs.subs, c)
+		}
+	}
+}
+
+// apply queues history and held frames to the followers of cs; events
+// are those after the event after. Followers that joined since that read
+// began and need older events are left for the next round. Called with
+// the shard's mu held.
+func (h *hub) apply(cs *channelState, events []Event, last, after int64) {
+	delivered := 0
+	for c, f := range cs.subs {
+		if f.last < after {
+			continue
+		}
+		if j := f.join; j != nil {
+			f.join = nil
+			var recovered *bool
+			if j.since >= 0 {
+				ok := j.since == last || len(events) > 0 && events[0].Seq <= j.since+1 && j.since < last
+				recovered = &ok
+			}
+			if f.last > last {
+				// The client knows more than the store does: the call's
+				// history was lost and numbering started again.
+				f.last = last
+			}
+			c.enqueue(j.reply(recovered))
+			j.done <- nil
+		}
+		var batch [][]byte
+		for _, e := range events {
+			if e.Seq > f.last {
+				batch = append(batch, e.Frame)
+				f.last = e.Seq
+			}
+		}
+		for _, hf := range cs.held {
+			if hf.seq > f.last {
+				batch = append(batch, hf.frame)
+				f.last = hf.seq
+			}
+		}
+		c.enqueueReplay(batch)
+		delivered += len(batch)
+	}
+	h.srv.metrics.delivered.Add(int64(delivered))
 }
 
 // channels returns the number of channels with local connections.
@@ -81,9 +319,9 @@ func (h *hub) channels() int {
 	n := 0
 	for i := range h.shards {
 		s := &h.shards[i]
-		s.mu.RLock()
-		n += len(s.subs)
-		s.mu.RUnlock()
+		s.mu.Lock()
+		n += len(s.chans)
+		s.mu.Unlock()
 	}
 	return n
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 )
 
@@ -51,9 +52,11 @@ const closeTryAgainLater = 1013
 
 // frame is a client frame. Unknown fields are ignored.
 type frame struct {
-	Type string `json:"type"`
-	ID   string `json:"id"`
-	Call string `json:"call"`
+	Type string
+	ID   string
+	Call string
+	// Since is the event_id to resume after; -1 when not given.
+	Since int64
 }
 
 // frameError is a protocol error to report to the client.
@@ -76,7 +79,7 @@ func decodeFrame(data []byte) (frame, *frameError) {
 		}
 		return frame{}, &frameError{CodeInvalidJSON, "frame is not valid JSON"}
 	}
-	var f frame
+	f := frame{Since: -1}
 	if v, ok := raw["id"]; ok {
 		if json.Unmarshal(v, &f.ID) != nil {
 			return frame{}, &frameError{CodeInvalidFrame, `"id" must be a string`}
@@ -97,9 +100,43 @@ func decodeFrame(data []byte) (frame, *frameError) {
 		if strings.TrimSpace(f.Call) == "" {
 			return f, &frameError{CodeMissingField, f.Type + ` needs "call": a call_sid or conversation_id`}
 		}
+		if f.Type == typeSubscribe {
+			if ferr := decodeSince(raw, &f); ferr != nil {
+				return f, ferr
+			}
+		}
 		return f, nil
 	}
 	return f, &frameError{CodeUnknownType, `unknown frame type; use subscribe, unsubscribe or ping`}
+}
+
+// decodeSince reads "since" (an event_id, as a string of digits) or
+// "history":true (the same as "since":"0").
+func decodeSince(raw map[string]json.RawMessage, f *frame) *frameError {
+	if v, ok := raw["history"]; ok {
+		var all bool
+		if json.Unmarshal(v, &all) != nil {
+			return &frameError{CodeInvalidFrame, `"history" must be true or false`}
+		}
+		if all {
+			f.Since = 0
+		}
+	}
+	v, ok := raw["since"]
+	if !ok || string(v) == "null" {
+		return nil
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		// Accept a bare number too: event ids look like numbers.
+		s = string(v)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || s != strconv.FormatInt(n, 10) {
+		return &frameError{CodeInvalidFrame, `"since" must be an event_id: a string of digits like "42"`}
+	}
+	f.Since = n
+	return nil
 }
 
 // Server frames.
@@ -114,6 +151,9 @@ type (
 		Type string          `json:"type"`
 		ID   string          `json:"id,omitempty"`
 		Call json.RawMessage `json:"call"`
+		// Recovered is set when the client asked to resume: whether
+		// every event after its since was replayed.
+		Recovered *bool `json:"recovered,omitempty"`
 	}
 	unsubscribedFrame struct {
 		Type    string `json:"type"`

@@ -38,6 +38,22 @@ type Target struct {
 	Channel string
 	// Record is the call as JSON, sent in the subscribed reply.
 	Record json.RawMessage
+	// Seq is the call's last event_id when Record was read.
+	Seq int64
+}
+
+// Event is a call event read back from history.
+type Event struct {
+	Seq   int64
+	Frame []byte
+}
+
+// History reads the events a call has published.
+type History interface {
+	// After returns the events of call key numbered after after, oldest
+	// first, and the call's last event_id. Events the history no longer
+	// holds are missing.
+	After(ctx context.Context, key string, after int64) ([]Event, int64, error)
 }
 
 // ErrNotFound is returned by a Resolver for an unknown identifier.
@@ -60,6 +76,7 @@ func (f ResolverFunc) Resolve(ctx context.Context, id string) (Target, error) { 
 type Config struct {
 	Bus      Bus
 	Resolver Resolver
+	History  History
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// InstanceID names this instance in welcome frames and logs.
@@ -161,7 +178,6 @@ func NewServer(cfg Config) *Server {
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "gateway"),
-		hub:    newHub(),
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  make(map[*conn]struct{}),
@@ -169,6 +185,7 @@ func NewServer(cfg Config) *Server {
 		topics:          make(map[string]*topicState),
 		topicsByChannel: make(map[string]*topicState),
 	}
+	s.hub = newHub(s)
 	for _, t := range cfg.Topics {
 		ts := &topicState{Topic: t, conns: make(map[*conn]int64)}
 		s.topics[t.Name] = ts
@@ -266,7 +283,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 		id:          uuid.NewString(),
 		user:        "anonymous",
 		connectedAt: time.Now(),
-		send:        make(chan []byte, s.cfg.SendQueue),
+		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		subs:        make(map[string]*subscription),
 		aliases:     make(map[string]string),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -85,17 +87,80 @@ func init() {
 	testCalls["conv_1"] = testCalls["EL_1"]
 }
 
-var resolve = gateway.ResolverFunc(func(ctx context.Context, id string) (gateway.Target, error) {
-	if t, ok := testCalls[id]; ok {
-		return t, nil
+// memCalls resolves the test calls and keeps their published events, as
+// the call store and the bus's history do.
+type memCalls struct {
+	mu     sync.Mutex
+	events map[string][]gateway.Event // by call key; may be trimmed
+	last   map[string]int64           // last event_id by call key
+	fail   error                      // History fails with it when set
+}
+
+func newMemCalls() *memCalls {
+	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]int64{}}
+}
+
+func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, error) {
+	t, ok := testCalls[id]
+	if !ok {
+		return gateway.Target{}, gateway.ErrNotFound
 	}
-	return gateway.Target{}, gateway.ErrNotFound
-})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t.Seq = m.last[t.Key]
+	return t, nil
+}
+
+func (m *memCalls) After(ctx context.Context, key string, after int64) ([]gateway.Event, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, 0, m.fail
+	}
+	var out []gateway.Event
+	for _, e := range m.events[key] {
+		if e.Seq > after {
+			out = append(out, e)
+		}
+	}
+	return out, m.last[key], nil
+}
+
+// record numbers and stores an event of call key without delivering it,
+// as when the bus misses it; extra goes into the frame after event_id.
+func (m *memCalls) record(key string, extra ...string) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last[key]++
+	seq := m.last[key]
+	frame := []byte(`{"type":"event","event_id":"` + strconv.FormatInt(seq, 10) + `"` + strings.Join(extra, "") + `}`)
+	m.events[key] = append(m.events[key], gateway.Event{Seq: seq, Frame: frame})
+	return frame
+}
+
+// publish records an event and delivers it, as a webhook does through
+// Redis.
+func (m *memCalls) publish(srv *gateway.Server, key string, extra ...string) {
+	srv.Deliver(testCalls[key].Channel, m.record(key, extra...))
+}
+
+// mem is the current test's calls.
+var mem *memCalls
 
 func startServer(t *testing.T, cfg gateway.Config) (*gateway.Server, *memBus, string) {
 	t.Helper()
+	mem = newMemCalls()
+	return startServerWith(t, cfg, mem)
+}
+
+// startServerWith starts a server on mem's calls with history h.
+func startServerWith(t *testing.T, cfg gateway.Config, h gateway.History) (*gateway.Server, *memBus, string) {
+	t.Helper()
 	bus := newMemBus()
-	cfg.Bus, cfg.Resolver = bus, resolve
+	cfg.Bus, cfg.Resolver, cfg.History = bus, mem, h
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	srv := gateway.NewServer(cfg)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
@@ -179,7 +244,7 @@ func TestOversizedFrameClosesWith1009(t *testing.T) {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 	// Another client is unaffected.
-	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"1"}`))
+	mem.publish(srv, "EL_1", "")
 	if f := other.Expect("event"); f.EventID != "1" {
 		t.Fatalf("other client got %s", f.Raw)
 	}
@@ -197,8 +262,8 @@ func TestSubscribeDeliverUnsubscribe(t *testing.T) {
 	if n := bus.total(); n != 1 {
 		t.Fatalf("bus references %d, want 1", n)
 	}
-	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"1"}`))
-	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"2"}`))
+	mem.publish(srv, "EL_1", "")
+	mem.publish(srv, "EL_1", "")
 	for _, want := range []string{"1", "2"} {
 		if f := c.Expect("event"); f.EventID != want {
 			t.Fatalf("got %s, want event %s", f.Raw, want)
@@ -210,7 +275,7 @@ func TestSubscribeDeliverUnsubscribe(t *testing.T) {
 		t.Fatalf("got %s", f.Raw)
 	}
 	bus.waitRefs(t, 0)
-	srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"3"}`))
+	mem.publish(srv, "EL_1", "")
 	alive(t, c) // the pong comes next, not event 3
 }
 
@@ -279,7 +344,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 			t.Fatal("no overflow after 2000 messages of 64 KiB")
 		}
 		sent++
-		srv.Deliver("ch:EL_1", []byte(`{"type":"event","event_id":"`+itoa(sent)+`","pad":"`+pad+`"}`))
+		mem.publish(srv, "EL_1", `,"pad":"`+pad+`"`)
 		if f := fast.Expect("event"); f.EventID != itoa(sent) {
 			t.Fatalf("fast client got %s, want %d", f.EventID, sent)
 		}

@@ -114,10 +114,11 @@ func (s *Server) current(ctx context.Context, t *topicState) ([]byte, int64, err
 	return s.cfg.TopicSource.Current(ctx, t.Name)
 }
 
-// Resync reloads the state of every topic with local connections and sends
-// it to those that missed it. Call it after the bus reconnected: changes
-// published while it was down were lost, but the newest state was not.
+// Resync catches every local connection up after the bus reconnected:
+// messages published while it was down were lost. Calls are filled in from
+// their history; topics get their newest state.
 func (s *Server) Resync(ctx context.Context) {
+	s.hub.resyncAll()
 	for _, t := range s.topics {
 		if !t.active() {
 			continue

@@ -80,6 +80,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.gw = gateway.NewServer(gateway.Config{
 		Bus:              a.bus,
 		Resolver:         resolver(store, keys),
+		History:          history{a.bus, keys},
 		Logger:           log,
 		InstanceID:       cfg.InstanceID,
 		AllowedOrigins:   cfg.AllowedOrigins,
@@ -98,8 +99,11 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		}
 	}
 	handler := calls.NewHandler(calls.HandlerConfig{
-		Store:           store,
-		Events:          calls.NewEvents(a.bus, keys, cfg.CallTTL, cfg.DedupTTL),
+		Store: store,
+		Events: calls.NewEvents(a.bus, keys, calls.Retention{
+			Call: cfg.CallTTL, Dedup: cfg.DedupTTL,
+			HistoryEvents: cfg.HistoryEvents, HistoryAfterEnd: cfg.HistoryTTL,
+		}),
 		Verifier:        verifier,
 		MaxBody:         cfg.MaxBody,
 		MaxPostCallBody: cfg.MaxPostCallBody,
@@ -154,8 +158,26 @@ func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 		if err != nil {
 			return gateway.Target{}, err
 		}
-		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec}, nil
+		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec, Seq: c.Seq}, nil
 	})
+}
+
+// history adapts the bus's recorded sequences to what the gateway needs.
+type history struct {
+	bus  *pubsub.Bus
+	keys calls.Keys
+}
+
+func (h history) After(ctx context.Context, sid string, after int64) ([]gateway.Event, int64, error) {
+	entries, last, err := h.bus.Range(ctx, h.keys.Seq(sid), h.keys.History(sid), after)
+	if err != nil {
+		return nil, 0, err
+	}
+	events := make([]gateway.Event, len(entries))
+	for i, e := range entries {
+		events[i] = gateway.Event{Seq: e.Seq, Frame: e.Payload}
+	}
+	return events, last, nil
 }
 
 // topicSource adapts the topic store to what the gateway needs.

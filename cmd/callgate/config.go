@@ -41,6 +41,8 @@ type config struct {
 	MaxPostCallBody  int64
 	CallTTL          time.Duration
 	DedupTTL         time.Duration
+	HistoryEvents    int64
+	HistoryTTL       time.Duration
 	ShutdownTimeout  time.Duration
 }
 
@@ -107,6 +109,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Int64Var(&c.MaxPostCallBody, "max-post-call-body", 64<<20, "largest post-call webhook body in bytes (recordings are large)")
 	fs.DurationVar(&c.CallTTL, "call-ttl", 7*24*time.Hour, "how long a call record is kept after its last change")
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", 24*time.Hour, "how long a webhook delivery is remembered to drop its repeats")
+	fs.Int64Var(&c.HistoryEvents, "history-events", 1000, "events kept per call for clients that resume (approximate)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long a call's event history is kept after the call is done or failed")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: callgate [flags]\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
@@ -195,6 +199,7 @@ func (c config) validate() error {
 		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
 		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
+		{"history-events", c.HistoryEvents}, {"history-ttl", int64(c.HistoryTTL)},
 		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
 	}
 	for _, p := range positive {

@@ -19,17 +19,18 @@ const Wait = 10 * time.Second
 
 // Frame is a decoded server frame; Raw keeps its bytes.
 type Frame struct {
-	Type    string          `json:"type"`
-	ID      string          `json:"id"`
-	Code    string          `json:"code"`
-	Message string          `json:"message"`
-	Event   string          `json:"event"`
-	EventID string          `json:"event_id"`
-	CallSID string          `json:"call_sid"`
-	ConvID  string          `json:"conversation_id"`
-	Call    json.RawMessage `json:"call"`
-	Data    json.RawMessage `json:"data"`
-	Raw     []byte          `json:"-"`
+	Type      string          `json:"type"`
+	ID        string          `json:"id"`
+	Code      string          `json:"code"`
+	Message   string          `json:"message"`
+	Event     string          `json:"event"`
+	EventID   string          `json:"event_id"`
+	CallSID   string          `json:"call_sid"`
+	ConvID    string          `json:"conversation_id"`
+	Call      json.RawMessage `json:"call"`
+	Recovered *bool           `json:"recovered"`
+	Data      json.RawMessage `json:"data"`
+	Raw       []byte          `json:"-"`
 }
 
 // Client is a test WebSocket client.
