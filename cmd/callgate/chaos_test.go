@@ -100,7 +100,7 @@ func (p *process) stop() {
 // chaosClient follows calls across reconnects, always resuming each after
 // the last event it received, and records everything it receives.
 type chaosClient struct {
-	calls      []string
+	calls []string
 	// slow makes it read slowly until the server cuts it off.
 	slow       atomic.Bool
 	mu         sync.Mutex
@@ -413,4 +413,3 @@ loop:
 }
 
 func clone(s []string) []string { return append([]string(nil), s...) }
-
