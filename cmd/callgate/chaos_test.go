@@ -209,8 +209,9 @@ func smallBufferDial(ctx context.Context, network, addr string) (net.Conn, error
 
 // TestChaos streams events for many calls through three instances while
 // clients hop between instances, an instance is killed with -9 and
-// restarted, the instances' Redis connections are killed, and one client
-// reads so slowly that it is cut off. Every client must end with the
+// restarted, another is stopped with SIGTERM and restarted, the
+// instances' Redis connections are killed, and one client reads so slowly
+// that it is cut off. Every client must end with the
 // complete, ordered, duplicate-free sequence of its call.
 func TestChaos(t *testing.T) {
 	const nCalls, perCall = 50, 200 // 10,000 live events
@@ -321,6 +322,8 @@ func TestChaos(t *testing.T) {
 						faults <- "normal"
 					case 8000:
 						faults <- "pubsub"
+					case 9000:
+						faults <- "term"
 					}
 				}
 			}
@@ -357,6 +360,10 @@ loop:
 				procs[2].kill9()
 				time.Sleep(300 * time.Millisecond) // the instance stays down a moment
 				procs[2].start()
+			case "term":
+				// A graceful restart: sockets are closed with 1001.
+				procs[1].stop()
+				procs[1].start()
 			}
 		case err := <-errs:
 			t.Fatal(err)

@@ -29,6 +29,12 @@ type Server struct {
 	Real bool
 	// Mini is the miniredis server, nil when Real.
 	Mini *miniredis.Miniredis
+
+	// The real server's command line and process.
+	bin  string
+	args []string
+	dir  string
+	cmd  *exec.Cmd
 }
 
 // URL returns a redis:// URL for the server.
@@ -75,22 +81,67 @@ func startReal(t testing.TB) *Server {
 	}
 	dir := t.TempDir()
 	port := freePort(t)
-	cmd := exec.Command(bin,
-		"--port", fmt.Sprint(port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", dir,
-		"--logfile", filepath.Join(dir, "redis.log"),
-	)
-	if err := cmd.Start(); err != nil {
+	s := &Server{
+		Addr: fmt.Sprintf("127.0.0.1:%d", port),
+		Real: true,
+		bin:  bin,
+		dir:  dir,
+		args: []string{
+			"--port", fmt.Sprint(port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", dir,
+			"--logfile", filepath.Join(dir, "redis.log"),
+		},
+	}
+	s.run(t)
+	t.Cleanup(func() {
+		if s.cmd != nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+		}
+	})
+	return s
+}
+
+// Stop stops the server, keeping its data for Restart.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	if !s.Real {
+		s.Mini.Close()
+		return
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	// SHUTDOWN SAVE writes a snapshot even though --save is off; the
+	// command's connection closes without a reply.
+	_ = c.Do(context.Background(), "SHUTDOWN", "SAVE").Err()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts a stopped server again on the same address, with its
+// data.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if !s.Real {
+		if err := s.Mini.Restart(); err != nil {
+			t.Fatalf("restart miniredis: %v", err)
+		}
+		return
+	}
+	s.run(t)
+}
+
+// run starts the real server process and waits until it answers.
+func (s *Server) run(t testing.TB) {
+	t.Helper()
+	s.cmd = exec.Command(s.bin, s.args...)
+	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr, dir := s.Addr, s.dir
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -107,7 +158,6 @@ func startReal(t testing.TB) *Server {
 		}
 		time.Sleep(20 * time.Millisecond) // polling a starting process, not synchronising test logic
 	}
-	return &Server{Addr: addr, Real: true}
 }
 
 func freePort(t testing.TB) int {

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/callgate/callgate/calls"
+	"github.com/callgate/callgate/internal/redistest"
+)
+
+// TestRedisDown: while Redis is unreachable, webhooks answer 503 (the
+// sender retries) and /readyz fails while /healthz and the sockets stay
+// up; once Redis is back, the retried webhook is published and the
+// subscriber receives it, in order.
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	in := startInstance(t, srv, redistest.Prefix(t), "a")
+	in.saveCall(calls.Update{CallSID: fixtureSID, ConversationID: fixtureConv, Status: calls.StatusInProgress})
+	cl := in.ws()
+	cl.Send(map[string]string{"type": "subscribe", "id": "s", "call": fixtureSID, "since": "0"})
+	cl.Expect("subscribed")
+	if f := cl.Expect("event"); f.EventID != "1" || f.Event != "status" {
+		t.Fatalf("got %s", f.Raw)
+	}
+
+	srv.Stop(t)
+	body := liveBody("call_sid", fixtureSID, json.RawMessage(`{"type":"user_transcript","user_transcription_event":{"user_transcript":"are you there?","event_id":7}}`))
+	status, out := in.webhook("/webhooks/transcription", body)
+	if status != http.StatusServiceUnavailable || out["code"] != "unavailable" {
+		t.Fatalf("webhook while Redis is down: %d %v", status, out)
+	}
+	if status, out := in.do("GET", "/readyz", nil, nil); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while Redis is down: %d %v", status, out)
+	}
+	if status, _ := in.do("GET", "/healthz", nil, nil); status != http.StatusOK {
+		t.Fatalf("/healthz while Redis is down: %d", status)
+	}
+
+	srv.Restart(t)
+	// The sender retries until the instance has reconnected.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		status, out = in.webhook("/webhooks/transcription", body)
+		if status == http.StatusOK {
+			break
+		}
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("webhook after Redis came back: %d %v", status, out)
+		}
+		time.Sleep(50 * time.Millisecond) // the sender's retry interval
+	}
+	if out["status"] != "published" || out["event_id"] != "2" {
+		t.Fatalf("retried webhook: %v", out)
+	}
+	if f := cl.Expect("event"); f.EventID != "2" || f.Event != "transcript" {
+		t.Fatalf("after Redis came back got %s", f.Raw)
+	}
+	if status, _ := in.do("GET", "/readyz", nil, nil); status != http.StatusOK {
+		t.Fatalf("/readyz after Redis came back: %d", status)
+	}
+}
