@@ -66,6 +66,18 @@ func startInstance(t *testing.T, srv *redistest.Server, prefix, name string, mut
 	return &instance{t: t, app: a, url: "http://" + a.addr()}
 }
 
+// startCluster starts n instances sharing one new Redis.
+func startCluster(t *testing.T, n int) (*redistest.Server, []*instance) {
+	t.Helper()
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	ins := make([]*instance, n)
+	for i := range ins {
+		ins[i] = startInstance(t, srv, prefix, fmt.Sprintf("i%d", i))
+	}
+	return srv, ins
+}
+
 // testWriter sends logs to the test log.
 type testWriter struct{ t *testing.T }
 
@@ -175,11 +187,8 @@ const (
 // identifier; webhooks land on other instances; every client receives
 // every event of its call exactly once and in order, and nothing else.
 func TestClusterFanOut(t *testing.T) {
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	a := startInstance(t, srv, prefix, "a")
-	b := startInstance(t, srv, prefix, "b")
-	c := startInstance(t, srv, prefix, "c")
+	_, ins := startCluster(t, 3)
+	a, b, c := ins[0], ins[1], ins[2]
 
 	a.saveCall(calls.Update{CallSID: fixtureSID, ConversationID: fixtureConv})
 	b.saveCall(calls.Update{CallSID: "EL_late"}) // its conversation_id comes later
@@ -285,12 +294,7 @@ func TestClusterFanOut(t *testing.T) {
 // to all instances: every client, wherever it is connected, sees the same
 // sequence 1..N with no gap, duplicate or reordering.
 func TestClusterConcurrentPublishers(t *testing.T) {
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	var ins []*instance
-	for i := range 3 {
-		ins = append(ins, startInstance(t, srv, prefix, fmt.Sprintf("i%d", i)))
-	}
+	_, ins := startCluster(t, 3)
 	ins[0].saveCall(calls.Update{CallSID: "EL_busy", ConversationID: "conv_busy", Status: calls.StatusInProgress})
 	var clients []*wstest.Client
 	for i, in := range ins {

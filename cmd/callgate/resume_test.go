@@ -16,9 +16,7 @@ import (
 // instance while events of the call are being published: each gets every
 // event exactly once, in order, across the replay/live seam.
 func TestResumeSeamUnderLoad(t *testing.T) {
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	ins := []*instance{startInstance(t, srv, prefix, "a"), startInstance(t, srv, prefix, "b"), startInstance(t, srv, prefix, "c")}
+	_, ins := startCluster(t, 3)
 	ins[0].saveCall(calls.Update{CallSID: "EL_seam", ConversationID: "conv_seam", Status: calls.StatusInProgress})
 	const events = 300
 	want := events + 1 // and the status event of the registration

@@ -60,13 +60,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 // different instances are broadcast once; clients on every instance get
 // each change once; a late client gets the current state on connect.
 func TestTopicsChangedOnlyAcrossInstances(t *testing.T) {
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	ins := []*instance{
-		startInstance(t, srv, prefix, "a"),
-		startInstance(t, srv, prefix, "b"),
-		startInstance(t, srv, prefix, "c"),
-	}
+	_, ins := startCluster(t, 3)
 	var clients []*wstest.Client
 	for _, in := range ins {
 		clients = append(clients, in.topicWS("workflows"), in.topicWS("workflows"))
@@ -119,13 +113,7 @@ func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 // get versions 1..N with no gap or repeat, and every client, including one
 // that connects mid-way, ends with the final state.
 func TestTopicsConcurrentPuts(t *testing.T) {
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	ins := []*instance{
-		startInstance(t, srv, prefix, "a"),
-		startInstance(t, srv, prefix, "b"),
-		startInstance(t, srv, prefix, "c"),
-	}
+	_, ins := startCluster(t, 3)
 	var early []*wstest.Client
 	for _, in := range ins {
 		early = append(early, in.topicWS("routes"))
