@@ -105,6 +105,11 @@ type Config struct {
 	// Default 10s.
 	SubscribeTimeout time.Duration
 
+	// PublishLatency, if set, is called with the time from an event's
+	// publication to its write to a socket, for every live event
+	// written. It runs in the sockets' write loops and must be cheap.
+	PublishLatency func(time.Duration)
+
 	// Topics are the state topics served by TopicHandler, and
 	// TopicSource gives their current states.
 	Topics      []Topic
@@ -138,15 +143,22 @@ func (c *Config) fill() {
 
 // Stats are a Server's counters.
 type Stats struct {
+	// Connections and Subscriptions are open now.
 	Connections   int64
 	Subscriptions int64
-	Channels      int
-	Delivered     int64
-	Overflows     int64
+	// Channels are followed by at least one local connection.
+	Channels int
+	// Delivered counts frames of events and states queued to sockets.
+	Delivered int64
+	// Dropped counts frames that could not be queued (their socket was
+	// cut off) or were malformed.
+	Dropped int64
+	// Overflows counts sockets cut off with CloseSendQueueOverflow.
+	Overflows int64
 }
 
 type metrics struct {
-	connections, subscriptions, delivered, overflows atomic.Int64
+	connections, subscriptions, delivered, dropped, overflows atomic.Int64
 }
 
 // Server accepts client connections and fans bus messages out to them.
@@ -249,6 +261,7 @@ func (s *Server) Stats() Stats {
 		Subscriptions: s.metrics.subscriptions.Load(),
 		Channels:      s.hub.channels(),
 		Delivered:     s.metrics.delivered.Load(),
+		Dropped:       s.metrics.dropped.Load(),
 		Overflows:     s.metrics.overflows.Load(),
 	}
 }
@@ -295,7 +308,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 	s.metrics.connections.Add(1)
 	c.log.Info("connection opened", "user", c.user, "remote", r.RemoteAddr)
 
-	c.reply(welcomeFrame{Type: "welcome", ConnectionID: c.id, InstanceID: s.cfg.InstanceID, User: c.user})
+	if attach == nil {
+		c.enqueue(c.welcome())
+	}
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -331,6 +346,11 @@ func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
+}
+
+// welcome is the first frame of every connection.
+func (c *conn) welcome() []byte {
+	return encode(welcomeFrame{Type: "welcome", ConnectionID: c.id, InstanceID: c.srv.cfg.InstanceID, User: c.user})
 }
 
 // Draining reports whether Shutdown has begun.

@@ -70,9 +70,10 @@ func (t *topicState) publish(frame []byte, version int64) int {
 	return n
 }
 
-// add registers c and sends it the newest state known: the one held, or
-// snapshot if that is newer (the live frame that carries it may still be
-// on its way). Other connections get it from its live frame, in order.
+// add registers c and sends it its welcome, then the newest state known:
+// the one held, or snapshot if that is newer (the live frame that carries
+// it may still be on its way). Other connections get it from its live
+// frame, in order.
 func (t *topicState) add(c *conn, snapshot []byte, version int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -80,6 +81,7 @@ func (t *topicState) add(c *conn, snapshot []byte, version int64) {
 		t.version, t.frame = version, snapshot
 	}
 	t.conns[c] = t.version
+	c.enqueue(c.welcome())
 	if t.frame != nil {
 		c.enqueue(t.frame)
 	}
@@ -125,7 +127,9 @@ func (s *Server) Resync(ctx context.Context) {
 		}
 		frame, v, err := s.current(ctx, t)
 		if err != nil {
-			s.log.Warn("topic resync failed", "topic", t.Name, "err", err)
+			if ctx.Err() == nil {
+				s.log.Warn("topic resync failed", "topic", t.Name, "err", err)
+			}
 			continue
 		}
 		if v > 0 {

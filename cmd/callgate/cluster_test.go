@@ -51,7 +51,9 @@ func startInstance(t *testing.T, srv *redistest.Server, prefix, name string, mut
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	a, err := newApp(context.Background(), cfg, newLogger(cfg, testWriter{t}))
+	tw := &testWriter{t: t}
+	t.Cleanup(tw.stop) // runs after the shutdown below: late goroutines log nothing
+	a, err := newApp(context.Background(), cfg, newLogger(cfg, tw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,12 +80,26 @@ func startCluster(t *testing.T, n int) (*redistest.Server, []*instance) {
 	return srv, ins
 }
 
-// testWriter sends logs to the test log.
-type testWriter struct{ t *testing.T }
+// testWriter sends logs to the test log until the test ends.
+type testWriter struct {
+	t       *testing.T
+	mu      sync.Mutex
+	stopped bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.t.Log(string(bytes.TrimRight(p, "\n")))
+	}
 	return len(p), nil
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
 }
 
 func (in *instance) ws() *wstest.Client {
