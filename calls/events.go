@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/callgate/callgate/pubsub"
@@ -53,7 +54,13 @@ type Events struct {
 	keys Keys
 	ret  Retention
 	now  func() time.Time
+
+	published atomic.Int64
 }
+
+// Published returns how many events this process has published (repeats
+// of a delivery not included).
+func (e *Events) Published() int64 { return e.published.Load() }
 
 // NewEvents returns an Events.
 func NewEvents(pub Publisher, keys Keys, ret Retention) *Events {
@@ -123,6 +130,9 @@ func (e *Events) Publish(ctx context.Context, c Call, event string, data any, ma
 	res, err := e.pub.Publish(ctx, m)
 	if err != nil {
 		return res, fmt.Errorf("publish %s event of call %q: %w", event, c.CallSID, err)
+	}
+	if !res.Duplicate {
+		e.published.Add(1)
 	}
 	return res, nil
 }

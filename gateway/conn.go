@@ -35,7 +35,7 @@ type conn struct {
 	// of which up to replayed were replayed from history and do not count
 	// against the live limit. wake tells writeLoop there is work.
 	qmu      sync.Mutex
-	queue    [][]byte
+	queue    []outFrame
 	replayed int
 	wake     chan struct{}
 
@@ -58,14 +58,28 @@ type conn struct {
 // already wait, the client is too slow: it is disconnected
 // (CloseSendQueueOverflow) so that it never delays anyone else.
 func (c *conn) enqueue(frame []byte) bool {
+	return c.enqueueFrame(outFrame{data: frame})
+}
+
+// outFrame is a queued frame and, for live events, when it was published.
+type outFrame struct {
+	data      []byte
+	published int64 // Unix nanoseconds; 0 when not a live event
+}
+
+func (c *conn) enqueueFrame(f outFrame) bool {
 	c.qmu.Lock()
 	if len(c.queue)-c.replayed >= c.srv.cfg.SendQueue {
 		c.qmu.Unlock()
+		if c.ending() {
+			return false // already cut off; not counted again
+		}
 		c.srv.metrics.overflows.Add(1)
+		c.srv.metrics.dropped.Add(1)
 		c.closeWith(CloseSendQueueOverflow, "send queue overflow: read faster, then reconnect")
 		return false
 	}
-	c.queue = append(c.queue, frame)
+	c.queue = append(c.queue, f)
 	c.qmu.Unlock()
 	c.signal()
 	return true
@@ -79,7 +93,9 @@ func (c *conn) enqueueReplay(frames [][]byte) {
 		return
 	}
 	c.qmu.Lock()
-	c.queue = append(c.queue, frames...)
+	for _, f := range frames {
+		c.queue = append(c.queue, outFrame{data: f})
+	}
 	c.replayed += len(frames)
 	c.qmu.Unlock()
 	c.signal()
@@ -93,7 +109,7 @@ func (c *conn) signal() {
 }
 
 // take returns every queued frame, oldest first, and empties the queue.
-func (c *conn) take() [][]byte {
+func (c *conn) take() []outFrame {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	batch := c.queue
@@ -128,9 +144,12 @@ func (c *conn) writeLoop() {
 				if c.ending() {
 					break
 				}
-				if err := c.write(f); err != nil {
+				if err := c.write(f.data); err != nil {
 					c.fail(err)
 					return
+				}
+				if f.published != 0 && cfg.PublishLatency != nil {
+					cfg.PublishLatency(time.Duration(time.Now().UnixNano() - f.published))
 				}
 			}
 		case <-ping.C:

@@ -32,6 +32,28 @@ func eventSeq(frame []byte) (int64, bool) {
 	return n, err == nil && n > 0
 }
 
+var timeField = []byte(`"time":"`)
+
+// publishedAt reads an event frame's publish time, in Unix nanoseconds; 0
+// if it has none. The time field precedes the data, so the first match is
+// the frame's own.
+func publishedAt(frame []byte) int64 {
+	i := bytes.Index(frame, timeField)
+	if i < 0 {
+		return 0
+	}
+	rest := frame[i+len(timeField):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return 0
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:end]))
+	if err != nil {
+		return 0
+	}
+	return t.UnixNano()
+}
+
 // hub maps bus channels to the local connections that follow them, and
 // makes sure each connection gets each event of a call once, in order,
 // with no gap: across a resume from history, a lost Redis connection, or
@@ -161,6 +183,7 @@ func (h *hub) deliver(channel string, payload []byte) int {
 	seq, ok := eventSeq(payload)
 	if !ok {
 		h.srv.log.Warn("bus message without an event_id dropped", "channel", channel)
+		h.srv.metrics.dropped.Add(1)
 		return 0
 	}
 	s := h.shard(channel)
@@ -175,13 +198,14 @@ func (h *hub) deliver(channel string, payload []byte) int {
 		return 0
 	}
 	n, gap := 0, false
+	out := outFrame{data: payload, published: publishedAt(payload)}
 	for c, f := range cs.subs {
 		switch {
 		case seq <= f.last:
 			// Already queued: replayed, or a repeat.
 		case seq == f.last+1:
 			f.last = seq
-			if c.enqueue(payload) {
+			if c.enqueueFrame(out) {
 				n++
 			}
 		default:

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -70,6 +71,8 @@ type Bus struct {
 	// yet confirmed, oldest first; Redis confirms in the order sent.
 	pending map[string][]chan struct{}
 	closed  bool
+
+	reconnects atomic.Int64
 }
 
 // New returns a Bus on rdb. Call Run to start receiving.
@@ -175,6 +178,10 @@ func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
 	return nil
 }
 
+// Reconnects returns how many times the subscriber connection was
+// restored after a failure.
+func (b *Bus) Reconnects() int64 { return b.reconnects.Load() }
+
 // Channels returns how many channels the process is subscribed to.
 func (b *Bus) Channels() int {
 	b.mu.Lock()
@@ -223,6 +230,7 @@ func (b *Bus) Run(ctx context.Context, h Handler) error {
 			// re-subscription, which go-redis sent as one command: every
 			// channel is followed again.
 			recovering = false
+			b.reconnects.Add(1)
 			b.log.Info("redis subscriber connection restored", "channels", b.Channels())
 			if b.cfg.OnReconnect != nil {
 				go b.cfg.OnReconnect()

@@ -28,14 +28,16 @@ import (
 // app is one running gateway instance: its Redis, bus, sockets and HTTP
 // server, wired together.
 type app struct {
-	cfg  config
-	log  *slog.Logger
-	mini *miniredis.Miniredis // the embedded Redis in --dev, else nil
-	rdb  *redis.Client
-	bus  *pubsub.Bus
-	gw   *gateway.Server
-	http *http.Server
-	ln   net.Listener
+	cfg    config
+	log    *slog.Logger
+	mini   *miniredis.Miniredis // the embedded Redis in --dev, else nil
+	rdb    *redis.Client
+	bus    *pubsub.Bus
+	gw     *gateway.Server
+	events *calls.Events
+	m      *metrics
+	http   *http.Server
+	ln     net.Listener
 
 	busCtx    context.Context
 	busCancel context.CancelFunc
@@ -77,6 +79,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		topicCfg = append(topicCfg, gateway.Topic{Name: name, Channel: topicStore.Channel(name), FramePrefix: topics.FramePrefix(name)})
 	}
 	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log, OnReconnect: a.resync})
+	a.m = newMetrics(a)
 	a.gw = gateway.NewServer(gateway.Config{
 		Bus:              a.bus,
 		Resolver:         resolver(store, keys),
@@ -90,6 +93,11 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		PongWait:         cfg.PongWait,
 		Topics:           topicCfg,
 		TopicSource:      topicSource{topicStore},
+		PublishLatency:   a.m.observeLatency,
+	})
+	a.events = calls.NewEvents(a.bus, keys, calls.Retention{
+		Call: cfg.CallTTL, Dedup: cfg.DedupTTL,
+		HistoryEvents: cfg.HistoryEvents, HistoryAfterEnd: cfg.HistoryTTL,
 	})
 	var verifier *calls.Verifier
 	if len(cfg.WebhookSecrets) > 0 {
@@ -99,11 +107,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		}
 	}
 	handler := calls.NewHandler(calls.HandlerConfig{
-		Store: store,
-		Events: calls.NewEvents(a.bus, keys, calls.Retention{
-			Call: cfg.CallTTL, Dedup: cfg.DedupTTL,
-			HistoryEvents: cfg.HistoryEvents, HistoryAfterEnd: cfg.HistoryTTL,
-		}),
+		Store:           store,
+		Events:          a.events,
 		Verifier:        verifier,
 		MaxBody:         cfg.MaxBody,
 		MaxPostCallBody: cfg.MaxPostCallBody,
@@ -113,7 +118,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = httpError
-	e.Use(middleware.Recover())
+	e.Use(middleware.Recover(), a.m.countWebhooks)
+	e.GET("/metrics", a.m.handler())
 	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", a.ready)

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is one instance's Prometheus registry. Each instance has its own
+// (tests run several in one process).
+type metrics struct {
+	reg      *prometheus.Registry
+	webhooks *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+func newMetrics(a *app) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "callgate_webhook_requests_total",
+		Help: "Webhook requests by endpoint and HTTP status code.",
+	}, []string{"endpoint", "code"})
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "callgate_publish_to_socket_seconds",
+		Help: "Time from an event's publication (its time field) to its write to a socket.",
+		// 250 µs to about 8 s.
+		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
+	})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.webhooks, m.latency,
+		gauge("callgate_connections", "Open WebSocket connections.",
+			func() float64 { return float64(a.gw.Stats().Connections) }),
+		gauge("callgate_subscriptions", "Call subscriptions of open connections.",
+			func() float64 { return float64(a.gw.Stats().Subscriptions) }),
+		gauge("callgate_redis_channels", "Redis channels this instance is subscribed to.",
+			func() float64 { return float64(a.bus.Channels()) }),
+		counter("callgate_events_published_total", "Events published by this instance (repeated deliveries not counted).",
+			func() float64 { return float64(a.events.Published()) }),
+		counter("callgate_events_delivered_total", "Event and state frames queued to sockets.",
+			func() float64 { return float64(a.gw.Stats().Delivered) }),
+		counter("callgate_events_dropped_total", "Frames not queued: the socket's queue was full, or the frame was malformed.",
+			func() float64 { return float64(a.gw.Stats().Dropped) }),
+		counter("callgate_send_queue_overflows_total", "Sockets disconnected because their send queue overflowed.",
+			func() float64 { return float64(a.gw.Stats().Overflows) }),
+		counter("callgate_redis_reconnects_total", "Times the Redis subscriber connection was restored after a failure.",
+			func() float64 { return float64(a.bus.Reconnects()) }),
+	)
+	return m
+}
+
+// observeLatency records a publish-to-socket latency.
+func (m *metrics) observeLatency(d time.Duration) { m.latency.Observe(d.Seconds()) }
+
+// countWebhooks is middleware that counts requests to /webhooks/ by
+// endpoint and status.
+func (m *metrics) countWebhooks(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		if path := c.Path(); strings.HasPrefix(path, "/webhooks/") {
+			status := c.Response().Status
+			if he, ok := err.(*echo.HTTPError); ok && !c.Response().Committed {
+				status = he.Code
+			}
+			m.webhooks.WithLabelValues(path, strconv.Itoa(status)).Inc()
+		}
+		return err
+	}
+}
+
+// handler serves /metrics.
+func (m *metrics) handler() echo.HandlerFunc {
+	return echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+}
