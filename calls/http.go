@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -78,8 +79,58 @@ func NewHandler(cfg HandlerConfig) *Handler {
 func (h *Handler) Register(e *echo.Echo, api *echo.Group) {
 	api.POST("/calls", h.saveCall)
 	api.GET("/calls/:id", h.getCall)
-	e.POST("/webhooks/elevenlabs", h.postCallWebhook)
-	e.POST("/webhooks/transcription", h.liveWebhook)
+	e.POST("/webhooks/elevenlabs", h.logged(h.postCallWebhook))
+	e.POST("/webhooks/transcription", h.logged(h.liveWebhook))
+}
+
+// webhookNote collects what the one log line of a webhook says.
+type webhookNote struct {
+	typ, result, event, reason string
+	eventID                    int64
+	call                       Call
+}
+
+const noteKey = "callgate.webhook"
+
+// note returns the request's webhook note, or a throwaway one.
+func note(c echo.Context) *webhookNote {
+	if n, ok := c.Get(noteKey).(*webhookNote); ok {
+		return n
+	}
+	return &webhookNote{}
+}
+
+// logged writes one line per webhook request, whatever its outcome, with
+// the request id and call ids and without any transcript text.
+func (h *Handler) logged(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		n := &webhookNote{}
+		c.Set(noteKey, n)
+		start := time.Now()
+		err := next(c)
+		status := c.Response().Status
+		level := slog.LevelInfo
+		switch {
+		case status >= 500:
+			level = slog.LevelError
+		case status >= 400:
+			level = slog.LevelWarn
+		}
+		attrs := []any{"path", c.Path(), "status", status,
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"duration", time.Since(start).String()}
+		for _, kv := range [][2]string{{"result", n.result}, {"type", n.typ}, {"event", n.event},
+			{"call_sid", n.call.CallSID}, {"conversation_id", n.call.ConversationID}, {"reason", n.reason}} {
+			if kv[1] != "" {
+				attrs = append(attrs, kv[0], kv[1])
+			}
+		}
+		if n.eventID != 0 {
+			attrs = append(attrs, "event_id", n.eventID)
+		}
+		h.log.Log(c.Request().Context(), level, "webhook", attrs...)
+		return err
+	}
 }
 
 // storeError answers for an error of the store or the bus.
@@ -94,7 +145,11 @@ func (h *Handler) storeError(c echo.Context, err error) error {
 	case errors.Is(err, context.Canceled):
 		return err
 	}
-	h.log.Error("redis unavailable", "path", c.Path(), "err", err)
+	if n, ok := c.Get(noteKey).(*webhookNote); ok {
+		n.reason = err.Error()
+	} else {
+		h.log.Error("redis unavailable", "path", c.Path(), "err", err)
+	}
 	return httpapi.Fail(c, http.StatusServiceUnavailable, CodeUnavailable, "the event store is unavailable; retry later")
 }
 
@@ -160,7 +215,7 @@ func (h *Handler) verified(c echo.Context, limit int64) (body []byte, ok bool, e
 		return body, true, nil
 	}
 	if err := h.cfg.Verifier.Verify(c.Request().Header.Get(SignatureHeader), body); err != nil {
-		h.log.Warn("webhook rejected", "path", c.Path(), "reason", err, "remote", c.RealIP())
+		note(c).reason = err.Error()
 		return nil, false, httpapi.Fail(c, http.StatusUnauthorized, CodeBadSignature, signatureMessage(err))
 	}
 	return body, true, nil
@@ -196,8 +251,8 @@ func (h *Handler) published(c echo.Context, call Call, event string, seq int64, 
 	if dup {
 		res.Status = "duplicate"
 	}
-	h.log.Info("webhook", "path", c.Path(), "result", res.Status, "event", event, "event_id", seq,
-		"call_sid", call.CallSID, "conversation_id", call.ConversationID)
+	n := note(c)
+	n.result, n.event, n.eventID, n.call = res.Status, event, seq, call
 	return c.JSON(http.StatusOK, res)
 }
 
@@ -209,8 +264,10 @@ func (h *Handler) postCallWebhook(c echo.Context) error {
 	pc, err := DecodePostCall(body)
 	body = nil // a recording can be tens of MB; let it go before Redis I/O
 	if err != nil {
+		note(c).reason = err.Error()
 		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 	}
+	note(c).typ = pc.Type
 	var (
 		status Status
 		event  string
@@ -232,8 +289,7 @@ func (h *Handler) postCallWebhook(c echo.Context) error {
 		event = EventAudioAvailable
 		data = audioData{AudioBytes: pc.AudioBytes}
 	default:
-		h.log.Info("webhook ignored: unknown type", "path", c.Path(), "type", pc.Type,
-			"conversation_id", pc.ConversationID)
+		note(c).result = "ignored"
 		return c.JSON(http.StatusOK, webhookResult{Status: "ignored"})
 	}
 	ctx := c.Request().Context()
@@ -357,15 +413,18 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 	}
 	ev, err := DecodeLive(body)
 	if err != nil {
+		note(c).reason = err.Error()
 		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 	}
+	note(c).typ = ev.Type
 	ctx := c.Request().Context()
 	call, err := h.liveCall(ctx, ev)
 	if err != nil {
 		return h.storeError(c, err)
 	}
 	if ev.Kind == "" {
-		h.log.Info("webhook ignored: event type not published", "path", c.Path(), "type", ev.Type, "call_sid", call.CallSID)
+		n := note(c)
+		n.result, n.call = "ignored", call
 		return c.JSON(http.StatusOK, webhookResult{Status: "ignored", CallSID: call.CallSID, ConversationID: call.ConversationID})
 	}
 	// A conversation_id that arrives with the call_sid, or announced by the
@@ -394,7 +453,8 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 		}
 	}
 	if ev.Kind == KindLink {
-		h.log.Info("webhook", "path", c.Path(), "result", "linked", "call_sid", call.CallSID, "conversation_id", call.ConversationID)
+		n := note(c)
+		n.result, n.call = "linked", call
 		return c.JSON(http.StatusOK, webhookResult{Status: "linked", CallSID: call.CallSID, ConversationID: call.ConversationID})
 	}
 	var src *int64

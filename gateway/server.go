@@ -302,11 +302,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 		aliases:     make(map[string]string),
 	}
 	c.log = s.log.With("conn", c.id)
+	if rid := w.Header().Get("X-Request-Id"); rid != "" {
+		c.log = c.log.With("request_id", rid)
+	}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.connections.Add(1)
-	c.log.Info("connection opened", "user", c.user, "remote", r.RemoteAddr)
+	c.log.Info("connection opened", "user", c.user, "path", r.URL.Path)
 
 	if attach == nil {
 		c.enqueue(c.welcome())
