@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 )
 
 // subscription is one call a connection follows.
@@ -46,8 +47,17 @@ type conn struct {
 	closeCode int
 	closeText string
 
-	// topic is set for a topic connection before readLoop starts.
-	topic *topicState
+	// topic is set for a topic connection; attached once it follows it.
+	topic    *topicState
+	attached bool
+
+	// authMu guards identity and the expiry timers.
+	authMu      sync.Mutex
+	identity    *Identity // nil: anonymous
+	warnTimer   *time.Timer
+	expireTimer *time.Timer
+	// counted: the connection counts against its user's limit.
+	counted bool
 
 	// Owned by readLoop.
 	subs    map[string]*subscription // by call key
@@ -206,6 +216,7 @@ func (c *conn) readLoop(ctx context.Context) {
 	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongWait)) }
 	extend()
 	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	limiter := rate.NewLimiter(rate.Limit(cfg.FrameRate), cfg.FrameBurst)
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
@@ -220,6 +231,10 @@ func (c *conn) readLoop(ctx context.Context) {
 			return
 		}
 		extend()
+		if !limiter.Allow() {
+			c.closeWith(CloseRateLimited, "too many frames: slow down")
+			return
+		}
 		if typ != websocket.TextMessage {
 			c.reply(errorFrame{Type: "error", Code: CodeInvalidFrame, Message: "binary frames are not supported; send JSON text frames"})
 			continue
@@ -240,8 +255,16 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		c.replyError(f.ID, ferr)
 		return
 	}
+	if f.Type == typeAuth {
+		if c.srv.cfg.Authenticator == nil {
+			c.replyError(f.ID, &frameError{CodeAuthNotNeeded, "this gateway does not check tokens"})
+			return
+		}
+		c.authenticate(f.Token, c.identity == nil)
+		return
+	}
 	if c.topic != nil && f.Type != typePing {
-		c.replyError(f.ID, &frameError{CodeUnknownType, "a topic socket carries states only; the only client frame is ping"})
+		c.replyError(f.ID, &frameError{CodeUnknownType, "a topic socket carries states only; the client frames are ping and auth"})
 		return
 	}
 	switch f.Type {
@@ -258,7 +281,10 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 	}
 }
 
-var errUnavailable = &frameError{CodeUnavailable, "the gateway cannot reach its event bus right now; retry later"}
+var (
+	errUnavailable  = &frameError{CodeUnavailable, "the gateway cannot reach its event bus right now; retry later"}
+	errCallNotFound = &frameError{CodeCallNotFound, "no call has that call_sid or conversation_id"}
+)
 
 // errConnClosed: the connection ended while a subscribe waited.
 var errConnClosed = errors.New("gateway: connection closed")
@@ -269,9 +295,13 @@ func (c *conn) resolve(ctx context.Context, id string) (Target, *frameError) {
 	t, err := c.srv.cfg.Resolver.Resolve(ctx, id)
 	switch {
 	case err == nil:
+		if c.srv.cfg.Tenancy && t.Org != "" && t.Org != c.org() {
+			// Exactly the answer for an unknown call: no existence leak.
+			return Target{}, errCallNotFound
+		}
 		return t, nil
 	case errors.Is(err, ErrNotFound):
-		return t, &frameError{CodeCallNotFound, "no call has that call_sid or conversation_id"}
+		return t, errCallNotFound
 	}
 	c.log.Warn("resolve call failed", "err", err)
 	return t, errUnavailable
@@ -370,8 +400,12 @@ func (c *conn) cleanup(ctx context.Context) {
 	for key := range c.subs {
 		c.drop(ctx, key)
 	}
-	if t := c.topic; t != nil {
+	if t := c.topic; t != nil && c.attached {
 		t.remove(c)
 		c.srv.unsubscribe(ctx, c, t.Channel)
+	}
+	c.stopAuthTimers()
+	if c.counted {
+		c.srv.release(c.user)
 	}
 }

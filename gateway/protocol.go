@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Client frame types.
@@ -12,6 +13,7 @@ const (
 	typeSubscribe   = "subscribe"
 	typeUnsubscribe = "unsubscribe"
 	typePing        = "ping"
+	typeAuth        = "auth"
 )
 
 // Error codes sent in {"type":"error","code":…} frames. The connection stays
@@ -36,6 +38,9 @@ const (
 	CodeTooManySubscriptions = "too_many_subscriptions"
 	// CodeUnavailable: the gateway could not reach Redis; retry later.
 	CodeUnavailable = "unavailable"
+	// CodeAuthNotNeeded: an auth frame on a gateway that has no
+	// authentication configured.
+	CodeAuthNotNeeded = "auth_not_needed"
 )
 
 // Close codes the server uses besides the standard ones (1001 going away
@@ -57,6 +62,8 @@ type frame struct {
 	Call string
 	// Since is the event_id to resume after; -1 when not given.
 	Since int64
+	// Token is an auth frame's token.
+	Token string
 }
 
 // frameError is a protocol error to report to the client.
@@ -92,6 +99,11 @@ func decodeFrame(data []byte) (frame, *frameError) {
 	switch f.Type {
 	case typePing:
 		return f, nil
+	case typeAuth:
+		if v, ok := raw["token"]; !ok || json.Unmarshal(v, &f.Token) != nil || f.Token == "" {
+			return f, &frameError{CodeMissingField, `auth needs "token": a JWT`}
+		}
+		return f, nil
 	case typeSubscribe, typeUnsubscribe:
 		v, ok := raw["call"]
 		if ok && json.Unmarshal(v, &f.Call) != nil {
@@ -107,7 +119,7 @@ func decodeFrame(data []byte) (frame, *frameError) {
 		}
 		return f, nil
 	}
-	return f, &frameError{CodeUnknownType, `unknown frame type; use subscribe, unsubscribe or ping`}
+	return f, &frameError{CodeUnknownType, `unknown frame type; use subscribe, unsubscribe, auth or ping`}
 }
 
 // decodeSince reads "since" (an event_id, as a string of digits) or
@@ -159,6 +171,15 @@ type (
 		Type    string `json:"type"`
 		ID      string `json:"id,omitempty"`
 		CallSID string `json:"call_sid"`
+	}
+	tokenExpiringFrame struct {
+		Type      string    `json:"type"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	authenticatedFrame struct {
+		Type      string     `json:"type"`
+		User      string     `json:"user"`
+		ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	}
 	pongFrame struct {
 		Type string `json:"type"`

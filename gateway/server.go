@@ -40,6 +40,8 @@ type Target struct {
 	Record json.RawMessage
 	// Seq is the call's last event_id when Record was read.
 	Seq int64
+	// Org is the call's tenant; empty for none.
+	Org string
 }
 
 // Event is a call event read back from history.
@@ -105,6 +107,34 @@ type Config struct {
 	// Default 10s.
 	SubscribeTimeout time.Duration
 
+	// Authenticator verifies tokens. Nil: no authentication; every
+	// connection is anonymous.
+	Authenticator Authenticator
+	// AllowAnonymous lets connections without a token in as anonymous
+	// when an Authenticator is set; otherwise they must send an auth
+	// frame within AuthTimeout.
+	AllowAnonymous bool
+	// Tenancy hides calls of an org from connections of other orgs and
+	// from anonymous ones.
+	Tenancy bool
+	// AuthTimeout bounds the wait for the first frame, auth, of a
+	// connection that brought no token. Default 10s.
+	AuthTimeout time.Duration
+	// TokenWarning is how long before its token expires a connection
+	// gets token_expiring. Default 60s.
+	TokenWarning time.Duration
+	// MaxConnections bounds this instance's open connections; past it
+	// upgrades get 503. Default 10000.
+	MaxConnections int
+	// MaxConnectionsPerUser bounds one user's connections to this
+	// instance. Default 50; anonymous connections are not counted.
+	MaxConnectionsPerUser int
+	// FrameRate and FrameBurst bound client frames per connection (a
+	// token bucket); past it the connection is closed with 4029.
+	// Defaults 20/s and 50.
+	FrameRate  float64
+	FrameBurst int
+
 	// PublishLatency, if set, is called with the time from an event's
 	// publication to its write to a socket, for every live event
 	// written. It runs in the sockets' write loops and must be cheap.
@@ -138,6 +168,24 @@ func (c *Config) fill() {
 	c.PingPeriod = c.PongWait * 9 / 10
 	if c.SubscribeTimeout <= 0 {
 		c.SubscribeTimeout = 10 * time.Second
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.TokenWarning <= 0 {
+		c.TokenWarning = time.Minute
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 10000
+	}
+	if c.MaxConnectionsPerUser <= 0 {
+		c.MaxConnectionsPerUser = 50
+	}
+	if c.FrameRate <= 0 {
+		c.FrameRate = 20
+	}
+	if c.FrameBurst <= 0 {
+		c.FrameBurst = 50
 	}
 }
 
@@ -179,6 +227,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	users    map[string]int // open connections by user
 	draining bool
 	wg       sync.WaitGroup
 }
@@ -193,6 +242,7 @@ func NewServer(cfg Config) *Server {
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  make(map[*conn]struct{}),
+		users:  make(map[string]int),
 
 		topics:          make(map[string]*topicState),
 		topicsByChannel: make(map[string]*topicState),
@@ -272,9 +322,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(w, r, nil)
 }
 
-// serve upgrades and serves one connection. attach, if set, runs before
-// the first client frame is read; false means the connection is closing.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(context.Context, *conn) bool) {
+// serve checks, upgrades and serves one connection; topic is nil for the
+// call socket.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState) {
 	s.mu.Lock()
 	draining := s.draining
 	if !draining {
@@ -286,8 +336,38 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 		return
 	}
 	defer s.wg.Done()
+	if s.metrics.connections.Load() >= int64(s.cfg.MaxConnections) {
+		writeHTTPError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance is at its connection limit; try another")
+		return
+	}
+	var id *Identity
+	mustAuth := false
+	if s.cfg.Authenticator != nil {
+		if token := tokenFrom(r); token != "" {
+			ident, err := s.cfg.Authenticator.Authenticate(token)
+			if err != nil {
+				s.log.Info("upgrade refused: invalid token", "err", err)
+				writeHTTPError(w, http.StatusUnauthorized, "invalid_token", "the token is invalid or expired")
+				return
+			}
+			id = &ident
+		} else {
+			mustAuth = !s.cfg.AllowAnonymous
+		}
+	}
+	if topic != nil && !mustAuth && s.cfg.Authenticator != nil && !topic.mayUse(id) {
+		writeHTTPError(w, http.StatusForbidden, "forbidden", "this topic is not readable with this token")
+		return
+	}
+	if id != nil && !s.admit(id.User) {
+		writeHTTPError(w, http.StatusTooManyRequests, "too_many_connections", "too many connections for this user")
+		return
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		if id != nil {
+			s.release(id.User)
+		}
 		return // the upgrader has answered
 	}
 	c := &conn{
@@ -295,11 +375,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 		ws:          ws,
 		id:          uuid.NewString(),
 		user:        "anonymous",
+		topic:       topic,
 		connectedAt: time.Now(),
 		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		subs:        make(map[string]*subscription),
 		aliases:     make(map[string]string),
+	}
+	if id != nil {
+		c.counted = true
+		c.setIdentity(*id)
 	}
 	c.log = s.log.With("conn", c.id)
 	if rid := w.Header().Get("X-Request-Id"); rid != "" {
@@ -309,18 +394,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, attach func(conte
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.connections.Add(1)
-	c.log.Info("connection opened", "user", c.user, "path", r.URL.Path)
 
-	if attach == nil {
-		c.enqueue(c.welcome())
-	}
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		c.writeLoop()
 	}()
-	if attach == nil || attach(s.ctx, c) {
-		c.readLoop(s.ctx)
+	if !mustAuth || c.awaitAuth() {
+		c.log.Info("connection opened", "user", c.user, "path", r.URL.Path)
+		ready := true
+		if topic == nil {
+			c.enqueue(c.welcome())
+		} else {
+			ready = s.attachTopic(s.ctx, c)
+		}
+		if ready {
+			c.readLoop(s.ctx)
+		}
 	}
 	// Unsubscribing must finish even while the server shuts down.
 	c.cleanup(context.WithoutCancel(s.ctx))

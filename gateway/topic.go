@@ -23,6 +23,8 @@ type Topic struct {
 	// FramePrefix is how every state frame begins; the version, a decimal
 	// integer, follows it directly.
 	FramePrefix string
+	// Org, when set, restricts the topic to tokens of that org.
+	Org string
 }
 
 // topicState is one topic on this instance: the newest state frame seen,
@@ -146,14 +148,13 @@ func (s *Server) TopicHandler(name string) http.Handler {
 	if t == nil {
 		return nil
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r, func(ctx context.Context, c *conn) bool { return s.attachTopic(ctx, c, t) })
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, t) })
 }
 
-// attachTopic follows t for c: subscribe on the bus first, then load the
-// current state, so no change falls between the two.
-func (s *Server) attachTopic(ctx context.Context, c *conn, t *topicState) bool {
+// attachTopic follows c's topic for c: subscribe on the bus first, then
+// load the current state, so no change falls between the two.
+func (s *Server) attachTopic(ctx context.Context, c *conn) bool {
+	t := c.topic
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.SubscribeTimeout)
 	err := s.cfg.Bus.Subscribe(sctx, t.Channel)
 	cancel()
@@ -171,7 +172,7 @@ func (s *Server) attachTopic(ctx context.Context, c *conn, t *topicState) bool {
 		c.closeWith(closeTryAgainLater, "event bus unavailable; reconnect later")
 		return false
 	}
-	c.topic = t
+	c.attached = true
 	t.add(c, frame, version)
 	return true
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/callgate/callgate/auth"
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/gateway"
 	"github.com/callgate/callgate/internal/httpapi"
@@ -36,8 +37,10 @@ type app struct {
 	gw     *gateway.Server
 	events *calls.Events
 	m      *metrics
-	http   *http.Server
-	ln     net.Listener
+	// verifier checks client tokens; nil without token configuration.
+	verifier *auth.Verifier
+	http     *http.Server
+	ln       net.Listener
 
 	busCtx    context.Context
 	busCancel context.CancelFunc
@@ -76,7 +79,30 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	topicStore := topics.NewStore(a.rdb, cfg.RedisPrefix, cfg.Topics)
 	var topicCfg []gateway.Topic
 	for _, name := range cfg.Topics {
-		topicCfg = append(topicCfg, gateway.Topic{Name: name, Channel: topicStore.Channel(name), FramePrefix: topics.FramePrefix(name)})
+		topicCfg = append(topicCfg, gateway.Topic{
+			Name: name, Channel: topicStore.Channel(name),
+			FramePrefix: topics.FramePrefix(name), Org: cfg.topicOrg(name),
+		})
+	}
+	var authn gateway.Authenticator
+	if cfg.hasTokenVerifier() {
+		secrets := make([][]byte, len(cfg.JWTSecrets))
+		for i, s := range cfg.JWTSecrets {
+			secrets[i] = []byte(s)
+		}
+		v, err := auth.New(ctx, auth.Config{
+			Secrets: secrets, PublicKeyFile: cfg.JWTPublicKeyFile, JWKSURL: cfg.JWTJWKSURL,
+			Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer, Logger: log,
+		})
+		if err != nil {
+			a.closeRedis()
+			return nil, fmt.Errorf("client token verification: %w", err)
+		}
+		a.verifier = v
+		authn = authenticator{v}
+	}
+	if cfg.AllowAnonymous {
+		log.Warn("--allow-anonymous: sockets without a token are accepted as anonymous")
 	}
 	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log, OnReconnect: a.resync})
 	a.m = newMetrics(a)
@@ -94,6 +120,16 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		Topics:           topicCfg,
 		TopicSource:      topicSource{topicStore},
 		PublishLatency:   a.m.observeLatency,
+
+		Authenticator:         authn,
+		AllowAnonymous:        cfg.AllowAnonymous,
+		Tenancy:               !cfg.Dev || authn != nil,
+		AuthTimeout:           cfg.AuthTimeout,
+		TokenWarning:          cfg.TokenWarning,
+		MaxConnections:        cfg.MaxConnections,
+		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
+		FrameRate:             cfg.MaxFrameRate,
+		FrameBurst:            cfg.MaxFrameBurst,
 	})
 	a.events = calls.NewEvents(a.bus, keys, calls.Retention{
 		Call: cfg.CallTTL, Dedup: cfg.DedupTTL,
@@ -166,7 +202,7 @@ func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 		if err != nil {
 			return gateway.Target{}, err
 		}
-		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec, Seq: c.Seq}, nil
+		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec, Seq: c.Seq, Org: c.Org}, nil
 	})
 }
 
@@ -186,6 +222,17 @@ func (h history) After(ctx context.Context, sid string, after int64) ([]gateway.
 		events[i] = gateway.Event{Seq: e.Seq, Frame: e.Payload}
 	}
 	return events, last, nil
+}
+
+// authenticator adapts the token verifier to what the gateway needs.
+type authenticator struct{ v *auth.Verifier }
+
+func (a authenticator) Authenticate(token string) (gateway.Identity, error) {
+	id, err := a.v.Verify(token)
+	if err != nil {
+		return gateway.Identity{}, err
+	}
+	return gateway.Identity{User: id.User, Name: id.Name, Org: id.Org, Expires: id.Expires}, nil
 }
 
 // topicSource adapts the topic store to what the gateway needs.
@@ -282,6 +329,9 @@ func (a *app) shutdown(ctx context.Context) error {
 }
 
 func (a *app) closeRedis() {
+	if a.verifier != nil {
+		a.verifier.Close()
+	}
 	if a.rdb != nil {
 		a.rdb.Close()
 	}

@@ -220,7 +220,7 @@ func TestChaos(t *testing.T) {
 	bin := buildBinary(t)
 	args := []string{
 		"--redis-url", srv.URL(), "--redis-prefix", prefix,
-		"--webhook-secret", testSecret, "--api-key", testAPIKey,
+		"--webhook-secret", testSecret, "--api-key", testAPIKey, "--allow-anonymous",
 		"--log-level", "error", "--send-queue", "32", "--shutdown-timeout", "5s",
 	}
 	var procs []*process

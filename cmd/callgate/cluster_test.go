@@ -21,8 +21,9 @@ import (
 )
 
 const (
-	testSecret = "whsec_test_secret"
-	testAPIKey = "test-api-key"
+	testSecret    = "whsec_test_secret"
+	testAPIKey    = "test-api-key"
+	testJWTSecret = "jwt-test-secret"
 )
 
 // instance is one gateway started by a test.
@@ -42,6 +43,10 @@ func startInstance(t *testing.T, srv *redistest.Server, prefix, name string, mut
 		"--redis-prefix", prefix,
 		"--webhook-secret", testSecret,
 		"--api-key", testAPIKey,
+		// Tokens are verified when given; tests of the protocol connect
+		// anonymously.
+		"--jwt-secret", testJWTSecret,
+		"--allow-anonymous",
 		"--instance-id", name,
 		"--log-level", "warn",
 	}, func(string) string { return "" }, io.Discard)

@@ -32,6 +32,20 @@ type config struct {
 	AllowedOrigins []string
 	Topics         []string
 	MaxTopicBytes  int64
+	TopicOrgs      []string
+
+	JWTSecrets       []string
+	JWTPublicKeyFile string
+	JWTJWKSURL       string
+	JWTAudience      string
+	JWTIssuer        string
+	AllowAnonymous   bool
+	AuthTimeout      time.Duration
+	TokenWarning     time.Duration
+	MaxConnections   int
+	MaxConnsPerUser  int
+	MaxFrameRate     float64
+	MaxFrameBurst    int
 
 	MaxFrameBytes    int64
 	SendQueue        int
@@ -101,6 +115,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.Topics = slices.Clone(topics.DefaultNames)
 	fs.Var(listValue{&c.Topics}, "topics", "state topics served at /ws/<name> and /api/topics/<name>, comma-separated")
 	fs.Int64Var(&c.MaxTopicBytes, "max-topic-bytes", topics.DefaultMaxBytes, "largest topic state in bytes")
+	fs.Var(listValue{&c.TopicOrgs}, "topic-orgs", "topics readable only by tokens of one org, as topic=org, comma-separated")
+	fs.Var(listValue{&c.JWTSecrets}, "jwt-secret", "HS256 secret(s) that sign client tokens, comma-separated to rotate")
+	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-keys", "", "PEM file of RSA/ECDSA public keys that verify RS256/ES256 client tokens")
+	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "JWKS URL of the keys that verify RS256/ES256 client tokens (refreshed every 15m)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud of client tokens (default: not checked)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss of client tokens (default: not checked)")
+	fs.BoolVar(&c.AllowAnonymous, "allow-anonymous", false, "let sockets without a token in as anonymous (they see only calls without an org)")
+	fs.DurationVar(&c.AuthTimeout, "auth-timeout", 10*time.Second, "how long a socket without a token has to send its auth frame")
+	fs.DurationVar(&c.TokenWarning, "token-expiry-warning", time.Minute, "how long before its token expires a socket gets token_expiring")
+	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "open sockets per instance; past it upgrades get 503")
+	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", 50, "open sockets per user per instance")
+	fs.Float64Var(&c.MaxFrameRate, "max-frame-rate", 20, "client frames per second per socket (token bucket); past it close 4029")
+	fs.IntVar(&c.MaxFrameBurst, "max-frame-burst", 50, "client frames a socket may send at once before --max-frame-rate applies")
 	fs.Int64Var(&c.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close the socket with 1009")
 	fs.IntVar(&c.SendQueue, "send-queue", 256, "frames queued per socket before a slow client is disconnected (close 4008)")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 100, "calls one socket may follow")
@@ -152,6 +179,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return c, c.validate()
 }
 
+// hasTokenVerifier reports whether client tokens can be verified.
+func (c config) hasTokenVerifier() bool {
+	return len(c.JWTSecrets) > 0 || c.JWTPublicKeyFile != "" || c.JWTJWKSURL != ""
+}
+
+// topicOrg returns the org topic is restricted to, if any.
+func (c config) topicOrg(topic string) string {
+	for _, to := range c.TopicOrgs {
+		if t, org, _ := strings.Cut(to, "="); t == topic {
+			return org
+		}
+	}
+	return ""
+}
+
 func (c config) validate() error {
 	var errs []error
 	if !c.Dev {
@@ -163,6 +205,9 @@ func (c config) validate() error {
 		}
 		if len(c.APIKeys) == 0 {
 			errs = append(errs, errors.New("--api-key (CALLGATE_API_KEY) is required without --dev"))
+		}
+		if !c.hasTokenVerifier() && !c.AllowAnonymous {
+			errs = append(errs, errors.New("sockets must authenticate without --dev: give --jwt-secret, --jwt-public-keys or --jwt-jwks-url (or --allow-anonymous to accept unauthenticated sockets)"))
 		}
 	}
 	if c.RedisURL != "" {
@@ -191,6 +236,17 @@ func (c config) validate() error {
 		}
 		seen[t] = true
 	}
+	for _, to := range c.TopicOrgs {
+		topic, org, ok := strings.Cut(to, "=")
+		if !ok || !slices.Contains(c.Topics, topic) || org == "" {
+			errs = append(errs, fmt.Errorf("--topic-orgs: %q must be topic=org for a topic in --topics", to))
+		}
+	}
+	if c.JWTJWKSURL != "" {
+		if u, err := url.Parse(c.JWTJWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--jwt-jwks-url %q: want an http(s) URL", c.JWTJWKSURL))
+		}
+	}
 	positive := []struct {
 		name string
 		v    int64
@@ -201,6 +257,9 @@ func (c config) validate() error {
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
 		{"history-events", c.HistoryEvents}, {"history-ttl", int64(c.HistoryTTL)},
 		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
+		{"auth-timeout", int64(c.AuthTimeout)}, {"token-expiry-warning", int64(c.TokenWarning)},
+		{"max-connections", int64(c.MaxConnections)}, {"max-connections-per-user", int64(c.MaxConnsPerUser)},
+		{"max-frame-rate", int64(c.MaxFrameRate * 1000)}, {"max-frame-burst", int64(c.MaxFrameBurst)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -18,7 +18,7 @@ func TestConfigRequiresSecretsOutsideDev(t *testing.T) {
 	if err == nil {
 		t.Fatal("started without --dev and without Redis, secret and key")
 	}
-	for _, want := range []string{"--redis-url (CALLGATE_REDIS_URL)", "--webhook-secret (CALLGATE_WEBHOOK_SECRET)", "--api-key (CALLGATE_API_KEY)"} {
+	for _, want := range []string{"--redis-url (CALLGATE_REDIS_URL)", "--webhook-secret (CALLGATE_WEBHOOK_SECRET)", "--api-key (CALLGATE_API_KEY)", "--allow-anonymous"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
@@ -34,6 +34,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		"CALLGATE_REDIS_URL":      "redis://127.0.0.1:6379/2",
 		"CALLGATE_WEBHOOK_SECRET": "new, old",
 		"CALLGATE_API_KEY":        "k1",
+		"CALLGATE_JWT_SECRET":     "j1",
 		"CALLGATE_SEND_QUEUE":     "17",
 		"CALLGATE_CALL_TTL":       "1h",
 		"CALLGATE_LOG_LEVEL":      "debug",
@@ -76,7 +77,7 @@ func TestRefusesToStartWithoutRedis(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	cfg, err := parseConfig([]string{"--redis-url", "redis://" + addr, "--webhook-secret", "s", "--api-key", "k", "--addr", "127.0.0.1:0"}, env(nil), io.Discard)
+	cfg, err := parseConfig([]string{"--redis-url", "redis://" + addr, "--webhook-secret", "s", "--api-key", "k", "--jwt-secret", "j", "--addr", "127.0.0.1:0"}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,182 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Identity is an authenticated client.
+type Identity struct {
+	User, Name, Org string
+	// Expires is when the credentials end; zero for never.
+	Expires time.Time
+}
+
+// Authenticator verifies a client's token.
+type Authenticator interface {
+	Authenticate(token string) (Identity, error)
+}
+
+// Close codes of authentication and limits.
+const (
+	// CloseAuthFailed: no valid token in time, or a frame before auth.
+	CloseAuthFailed = 4001
+	// CloseTokenExpired: the token expired and no fresh one came.
+	CloseTokenExpired = 4002
+	// CloseForbidden: the token may not use this socket (a topic of
+	// another org), or a fresh token names another user.
+	CloseForbidden = 4003
+	// CloseRateLimited: more client frames than the rate limit allows.
+	CloseRateLimited = 4029
+	// CloseTooManyConnections: the user has too many open connections.
+	CloseTooManyConnections = 4030
+)
+
+// tokenFrom finds a token in the upgrade request: the Authorization header
+// or the token query parameter (browsers cannot set headers).
+func tokenFrom(r *http.Request) string {
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return r.URL.Query().Get("token")
+}
+
+// mayUse reports whether identity id (nil: anonymous) may open topic t's
+// socket.
+func (t *topicState) mayUse(id *Identity) bool {
+	return t.Org == "" || id != nil && id.Org == t.Org
+}
+
+// admit counts a connection of user against the per-user limit; false if
+// the user is at the limit. Anonymous connections are not counted.
+func (s *Server) admit(user string) bool {
+	if user == "" {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.MaxConnectionsPerUser > 0 && s.users[user] >= s.cfg.MaxConnectionsPerUser {
+		return false
+	}
+	s.users[user]++
+	return true
+}
+
+func (s *Server) release(user string) {
+	if user == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.users[user]--; s.users[user] <= 0 {
+		delete(s.users, user)
+	}
+}
+
+// setIdentity makes id the connection's identity and schedules the
+// token_expiring warning and the close at expiry. Safe from any goroutine.
+func (c *conn) setIdentity(id Identity) {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	c.identity = &id
+	c.user = id.User
+	if c.warnTimer != nil {
+		c.warnTimer.Stop()
+		c.expireTimer.Stop()
+	}
+	if id.Expires.IsZero() {
+		return
+	}
+	until := time.Until(id.Expires)
+	c.warnTimer = time.AfterFunc(max(0, until-c.srv.cfg.TokenWarning), func() {
+		c.enqueue(encode(tokenExpiringFrame{Type: "token_expiring", ExpiresAt: id.Expires.UTC()}))
+	})
+	c.expireTimer = time.AfterFunc(until, func() {
+		c.closeWith(CloseTokenExpired, "token expired: send a fresh auth frame before expiry")
+	})
+}
+
+// org is the connection's tenant; "" when anonymous or none.
+func (c *conn) org() string {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	if c.identity == nil {
+		return ""
+	}
+	return c.identity.Org
+}
+
+func (c *conn) stopAuthTimers() {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	if c.warnTimer != nil {
+		c.warnTimer.Stop()
+		c.expireTimer.Stop()
+	}
+}
+
+// awaitAuth reads the first frame, which must be an auth frame with a
+// valid token, within AuthTimeout. It runs before anything else reads.
+func (c *conn) awaitAuth() bool {
+	cfg := &c.srv.cfg
+	c.ws.SetReadLimit(cfg.MaxFrameBytes)
+	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.AuthTimeout))
+	typ, data, err := c.ws.ReadMessage()
+	if err != nil {
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.closeWith(CloseAuthFailed, "authentication timeout: send {\"type\":\"auth\",\"token\":…} first")
+		}
+		return false
+	}
+	f, ferr := decodeFrame(data)
+	if typ != websocket.TextMessage || ferr != nil || f.Type != typeAuth {
+		c.closeWith(CloseAuthFailed, "authentication required: the first frame must be {\"type\":\"auth\",\"token\":…}")
+		return false
+	}
+	return c.authenticate(f.Token, true)
+}
+
+// authenticate verifies a token from an auth frame; first says whether it
+// is the connection's first. A later token must name the same user.
+func (c *conn) authenticate(token string, first bool) bool {
+	id, err := c.srv.cfg.Authenticator.Authenticate(token)
+	if err != nil {
+		c.log.Info("authentication failed", "err", err)
+		c.closeWith(CloseAuthFailed, "invalid token")
+		return false
+	}
+	if !first {
+		if c.user != id.User {
+			c.closeWith(CloseForbidden, "a fresh token must be for the same user")
+			return false
+		}
+		c.setIdentity(id)
+		c.reply(authenticatedFrame{Type: "authenticated", User: id.User, ExpiresAt: expiry(id)})
+		return true
+	}
+	if t := c.topic; t != nil && !t.mayUse(&id) {
+		c.closeWith(CloseForbidden, "this topic is not readable with this token")
+		return false
+	}
+	if !c.srv.admit(id.User) {
+		c.closeWith(CloseTooManyConnections, "too many connections for this user")
+		return false
+	}
+	c.counted = true
+	c.setIdentity(id)
+	c.reply(authenticatedFrame{Type: "authenticated", User: id.User, ExpiresAt: expiry(id)})
+	return true
+}
+
+func expiry(id Identity) *time.Time {
+	if id.Expires.IsZero() {
+		return nil
+	}
+	t := id.Expires.UTC()
+	return &t
+}
