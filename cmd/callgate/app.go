@@ -137,7 +137,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	})
 	var verifier *calls.Verifier
 	if len(cfg.WebhookSecrets) > 0 {
-		verifier = &calls.Verifier{}
+		verifier = &calls.Verifier{MaxAge: cfg.WebhookMaxAge, MaxSkew: cfg.WebhookMaxSkew}
 		for _, s := range cfg.WebhookSecrets {
 			verifier.Secrets = append(verifier.Secrets, []byte(s))
 		}
@@ -170,12 +170,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 
 	a.http = &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
 		// Large post-call bodies need time; sockets clear these
 		// deadlines when they upgrade.
-		ReadTimeout:  2 * time.Minute,
-		WriteTimeout: 2 * time.Minute,
-		IdleTimeout:  2 * time.Minute,
+		ReadTimeout:  cfg.HTTPReadTimeout,
+		WriteTimeout: cfg.HTTPWriteTimeout,
+		IdleTimeout:  cfg.HTTPIdleTimeout,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	a.ln, err = net.Listen("tcp", cfg.Addr)

@@ -34,6 +34,13 @@ type config struct {
 	MaxTopicBytes  int64
 	TopicOrgs      []string
 
+	HTTPReadHeaderTimeout time.Duration
+	HTTPReadTimeout       time.Duration
+	HTTPWriteTimeout      time.Duration
+	HTTPIdleTimeout       time.Duration
+	WebhookMaxAge         time.Duration
+	WebhookMaxSkew        time.Duration
+
 	JWTSecrets       []string
 	JWTPublicKeyFile string
 	JWTJWKSURL       string
@@ -116,6 +123,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(listValue{&c.Topics}, "topics", "state topics served at /ws/<name> and /api/topics/<name>, comma-separated")
 	fs.Int64Var(&c.MaxTopicBytes, "max-topic-bytes", topics.DefaultMaxBytes, "largest topic state in bytes")
 	fs.Var(listValue{&c.TopicOrgs}, "topic-orgs", "topics readable only by tokens of one org, as topic=org, comma-separated")
+	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time to read a request's headers (slowloris)")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", 2*time.Minute, "time to read a whole request, body included (post-call bodies are large)")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", 2*time.Minute, "time to write a response; sockets are not affected")
+	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", 2*time.Minute, "how long an idle keep-alive HTTP connection is kept")
+	fs.DurationVar(&c.WebhookMaxAge, "webhook-max-age", 30*time.Minute, "oldest webhook signature timestamp accepted")
+	fs.DurationVar(&c.WebhookMaxSkew, "webhook-max-skew", 5*time.Minute, "how far in the future a webhook signature timestamp may be")
 	fs.Var(listValue{&c.JWTSecrets}, "jwt-secret", "HS256 secret(s) that sign client tokens, comma-separated to rotate")
 	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-keys", "", "PEM file of RSA/ECDSA public keys that verify RS256/ES256 client tokens")
 	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "JWKS URL of the keys that verify RS256/ES256 client tokens (refreshed every 15m)")
@@ -257,6 +270,9 @@ func (c config) validate() error {
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
 		{"history-events", c.HistoryEvents}, {"history-ttl", int64(c.HistoryTTL)},
 		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
+		{"http-read-header-timeout", int64(c.HTTPReadHeaderTimeout)}, {"http-read-timeout", int64(c.HTTPReadTimeout)},
+		{"http-write-timeout", int64(c.HTTPWriteTimeout)}, {"http-idle-timeout", int64(c.HTTPIdleTimeout)},
+		{"webhook-max-age", int64(c.WebhookMaxAge)}, {"webhook-max-skew", int64(c.WebhookMaxSkew)},
 		{"auth-timeout", int64(c.AuthTimeout)}, {"token-expiry-warning", int64(c.TokenWarning)},
 		{"max-connections", int64(c.MaxConnections)}, {"max-connections-per-user", int64(c.MaxConnsPerUser)},
 		{"max-frame-rate", int64(c.MaxFrameRate * 1000)}, {"max-frame-burst", int64(c.MaxFrameBurst)},

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -274,5 +276,26 @@ func TestTokenRefresh(t *testing.T) {
 	c.Send(map[string]string{"type": "auth", "token": token(t, "someone-else", "")})
 	if code := wstest.CloseCode(c.Closed()); code != gateway.CloseForbidden {
 		t.Fatalf("token of another user: close %d, want %d", code, gateway.CloseForbidden)
+	}
+}
+
+// TestSlowlorisIsCut: a client that never finishes its headers is
+// disconnected after --http-read-header-timeout.
+func TestSlowlorisIsCut(t *testing.T) {
+	srv := redistest.Start(t)
+	in := startInstance(t, srv, redistest.Prefix(t), "a", func(c *config) { c.HTTPReadHeaderTimeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(in.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %s", time.Since(start))
 	}
 }
