@@ -34,9 +34,16 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		switch fr.Type {
 		case typePing:
+		case typeAuth:
+			if fr.Token == "" {
+				t.Fatalf("accepted auth without a token: %q", data)
+			}
 		case typeSubscribe, typeUnsubscribe:
 			if fr.Call == "" {
 				t.Fatalf("accepted %s without a call: %q", fr.Type, data)
+			}
+			if fr.Since < -1 {
+				t.Fatalf("accepted since %d: %q", fr.Since, data)
 			}
 		default:
 			t.Fatalf("accepted unknown type %q", fr.Type)
