@@ -1,0 +1,307 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Result is everything a run measured; --json prints it as is.
+type Result struct {
+	Scenario string   `json:"scenario"`
+	RunID    string   `json:"run_id"`
+	Targets  []string `json:"targets"`
+	Settings Settings `json:"settings"`
+
+	// Seconds is the measured phase: publishing and draining (fanout,
+	// calls), connecting and holding (idle), churning (churn).
+	Seconds        float64 `json:"seconds"`
+	PublishSeconds float64 `json:"publish_seconds,omitempty"`
+	ConnectSeconds float64 `json:"connect_seconds,omitempty"`
+
+	Connections Connections `json:"connections"`
+	Webhooks    *Webhooks   `json:"webhooks,omitempty"`
+	Deliveries  *Deliveries `json:"deliveries,omitempty"`
+	Churn       *Churn      `json:"churn,omitempty"`
+
+	Processes            []ProcResult `json:"processes,omitempty"`
+	CPUMicrosPerDelivery float64      `json:"cpu_us_per_delivery,omitempty"`
+	CPUMicrosPerPair     float64      `json:"cpu_us_per_pair,omitempty"`
+	RSSPerConnectionKB   float64      `json:"rss_per_connection_kb,omitempty"`
+	// BenchCPUSeconds is this tool's own CPU time in the measured phase:
+	// near the machine's capacity, the client was the limit.
+	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
+
+	Errors       int64            `json:"errors"`
+	ErrorsByKind map[string]int64 `json:"errors_by_kind,omitempty"`
+	ErrorSamples []string         `json:"error_samples,omitempty"`
+	HTTPStatus   map[string]int64 `json:"http_status,omitempty"`
+	ServerCloses map[string]int64 `json:"server_closes,omitempty"`
+	ServerErrors map[string]int64 `json:"server_errors,omitempty"`
+}
+
+// Settings echo the run's configuration.
+type Settings struct {
+	Subscribers int `json:"subscribers,omitempty"`
+	Calls       int `json:"calls,omitempty"`
+	Connections int `json:"connections,omitempty"`
+	// Rate is per second; 0 for as fast as answered.
+	Rate         *float64 `json:"rate,omitempty"`
+	Duration     string   `json:"duration"`
+	MaxEvents    int      `json:"max_events,omitempty"`
+	Publishers   int      `json:"publishers,omitempty"`
+	PayloadBytes int      `json:"payload_bytes,omitempty"`
+	SourceIPs    int      `json:"source_ips,omitempty"`
+}
+
+// Connections are the run's sockets.
+type Connections struct {
+	Opened int64 `json:"opened"`
+	Failed int64 `json:"failed"`
+	// Subscribed sockets followed their call for the whole run.
+	Subscribed      int     `json:"subscribed"`
+	SubscribeFailed int64   `json:"subscribe_failed"`
+	OpenAtEnd       int     `json:"open_at_end"`
+	Connect         Latency `json:"connect"`
+	Subscribe       Latency `json:"subscribe"`
+}
+
+// Webhooks are the live events posted.
+type Webhooks struct {
+	Published int64   `json:"published"`
+	Requests  int64   `json:"requests"`
+	Retries   int64   `json:"retries"`
+	Failed    int64   `json:"failed"`
+	PerSecond float64 `json:"accepted_per_second"`
+	Latency   Latency `json:"latency"`
+}
+
+// Deliveries are the events subscribers received.
+type Deliveries struct {
+	// Expected counts, for each subscriber, the events published to its
+	// call after it was subscribed.
+	Expected   int64   `json:"expected"`
+	Delivered  int64   `json:"delivered"`
+	Lost       int64   `json:"lost"`
+	Duplicated int64   `json:"duplicated"`
+	Reordered  int64   `json:"reordered"`
+	PerSecond  float64 `json:"per_second"`
+	// Latency is from each event's publish time to its receipt.
+	Latency Latency `json:"latency"`
+}
+
+// Churn is the subscribe/unsubscribe scenario's outcome.
+type Churn struct {
+	Pairs       int64   `json:"pairs"`
+	PerSecond   float64 `json:"per_second"`
+	Subscribe   Latency `json:"subscribe"`
+	Unsubscribe Latency `json:"unsubscribe"`
+	Errors      int64   `json:"errors"`
+}
+
+// ProcResult is what one gateway process used in the measured phase.
+type ProcResult struct {
+	PID         int     `json:"pid"`
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	CPUPercent  float64 `json:"cpu_percent"`
+	RSSBeforeKB int64   `json:"rss_before_kb"`
+	RSSAfterKB  int64   `json:"rss_after_kb"`
+	RSSPeakKB   int64   `json:"rss_peak_kb"`
+	Error       string  `json:"error,omitempty"`
+}
+
+func (b *bench) newResult() *Result {
+	c := b.cfg
+	s := Settings{Duration: c.Duration.String(), SourceIPs: len(c.SourceIPs)}
+	switch c.Scenario {
+	case "fanout", "calls":
+		s.Subscribers, s.Calls, s.Publishers, s.PayloadBytes = c.Subscribers, c.Calls, c.Publishers, c.PayloadBytes
+		s.Rate, s.MaxEvents = &c.Rate, c.MaxEvents
+	case "idle":
+		s.Connections = c.Connections
+	case "churn":
+		s.Connections, s.Calls = c.Connections, c.Calls
+		s.Rate, s.MaxEvents = &c.Rate, c.MaxEvents
+	}
+	return &Result{Scenario: c.Scenario, RunID: b.runID, Targets: c.Targets, Settings: s}
+}
+
+// finish adds the counters every scenario shares.
+func (b *bench) finish(r *Result) {
+	r.Connections.Opened = b.opened.Load()
+	r.Connections.Failed = b.connectErrors.Load()
+	r.Connections.SubscribeFailed = b.subErrors.Load()
+	r.Connections.Connect = b.connectH.Summary()
+	r.Connections.Subscribe = b.subscribeH.Summary()
+	if r.Churn != nil {
+		r.Churn.Subscribe = r.Connections.Subscribe
+	}
+	if r.Scenario == "fanout" || r.Scenario == "calls" {
+		pub := b.published.Load()
+		w := &Webhooks{
+			Published: pub,
+			Requests:  b.webhooksSent.Load(),
+			Retries:   b.webhookRetry.Load(),
+			Failed:    b.webhookFailed.Load(),
+			Latency:   b.webhookH.Summary(),
+		}
+		if r.PublishSeconds > 0 {
+			w.PerSecond = round3(float64(pub) / r.PublishSeconds)
+		}
+		r.Webhooks = w
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, n := range b.errCount {
+		r.Errors += n
+	}
+	r.ErrorsByKind = nonEmpty(b.errCount)
+	r.ErrorSamples = slices.Clone(b.errSamples)
+	r.HTTPStatus = nonEmpty(b.httpStatus)
+	r.ServerCloses = nonEmpty(b.serverCloses)
+	r.ServerErrors = nonEmpty(b.serverErrors)
+}
+
+func nonEmpty(m map[string]int64) map[string]int64 {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}
+
+func (r *Result) totalCPU() float64 {
+	var s float64
+	for _, p := range r.Processes {
+		if p.Error == "" {
+			s += p.CPUSeconds
+		}
+	}
+	return s
+}
+
+// failed reports whether the run saw events lost or duplicated.
+func (r *Result) failed() bool {
+	return r.Deliveries != nil && (r.Deliveries.Lost > 0 || r.Deliveries.Duplicated > 0)
+}
+
+func writeJSON(w io.Writer, r *Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// writeText prints the summary table.
+func writeText(w io.Writer, r *Result) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	s := r.Settings
+	fmt.Fprintf(tw, "callgate-bench %s, run %s, targets %s\n", r.Scenario, r.RunID, strings.Join(r.Targets, " "))
+	var set []string
+	for _, kv := range []struct {
+		k string
+		v int
+	}{{"subscribers", s.Subscribers}, {"calls", s.Calls}, {"connections", s.Connections}, {"publishers", s.Publishers}, {"payload bytes", s.PayloadBytes}, {"source ips", s.SourceIPs}} {
+		if kv.v > 0 {
+			set = append(set, fmt.Sprintf("%s %d", kv.k, kv.v))
+		}
+	}
+	if s.Rate != nil {
+		rate := "max"
+		if *s.Rate > 0 {
+			rate = fmt.Sprintf("%g/s", *s.Rate)
+		}
+		set = append(set, "rate "+rate)
+	}
+	set = append(set, "duration "+s.Duration)
+	if s.MaxEvents > 0 {
+		set = append(set, fmt.Sprintf("max events %d", s.MaxEvents))
+	}
+	fmt.Fprintf(tw, "%s\n\n", strings.Join(set, ", "))
+
+	row("measured", "%.3f s", r.Seconds)
+	if r.PublishSeconds > 0 {
+		row("publishing", "%.3f s", r.PublishSeconds)
+	}
+	if r.ConnectSeconds > 0 {
+		row("connecting", "%.3f s", r.ConnectSeconds)
+	}
+	c := r.Connections
+	row("connections", "%d opened, %d failed, %d open at end", c.Opened, c.Failed, c.OpenAtEnd)
+	row("connect", "%s", latencyText(c.Connect))
+	if r.Churn == nil {
+		row("subscribed", "%d, %d failed", c.Subscribed, c.SubscribeFailed)
+		if c.Subscribe.Count > 0 {
+			row("subscribe", "%s", latencyText(c.Subscribe))
+		}
+	}
+	if wh := r.Webhooks; wh != nil {
+		row("webhooks", "%d published (%.1f/s), %d requests, %d retries, %d failed", wh.Published, wh.PerSecond, wh.Requests, wh.Retries, wh.Failed)
+		row("webhook answer", "%s", latencyText(wh.Latency))
+	}
+	if d := r.Deliveries; d != nil {
+		row("deliveries", "%d of %d expected (%.1f/s)", d.Delivered, d.Expected, d.PerSecond)
+		row("lost", "%d", d.Lost)
+		row("duplicated", "%d (reordered %d)", d.Duplicated, d.Reordered)
+		row("latency", "%s", latencyText(d.Latency))
+	}
+	if ch := r.Churn; ch != nil {
+		row("pairs", "%d (%.1f/s), %d errors", ch.Pairs, ch.PerSecond, ch.Errors)
+		row("subscribe", "%s", latencyText(ch.Subscribe))
+		row("unsubscribe", "%s", latencyText(ch.Unsubscribe))
+	}
+	for _, p := range r.Processes {
+		if p.Error != "" {
+			row(fmt.Sprintf("pid %d", p.PID), "%s", p.Error)
+			continue
+		}
+		row(fmt.Sprintf("pid %d", p.PID), "cpu %.2f s (%.0f%% of a core), rss %s -> %s (peak %s)",
+			p.CPUSeconds, p.CPUPercent, mib(p.RSSBeforeKB), mib(p.RSSAfterKB), mib(p.RSSPeakKB))
+	}
+	if r.CPUMicrosPerDelivery > 0 {
+		row("gateway cpu", "%.2f µs per delivery", r.CPUMicrosPerDelivery)
+	}
+	if r.CPUMicrosPerPair > 0 {
+		row("gateway cpu", "%.1f µs per pair", r.CPUMicrosPerPair)
+	}
+	if r.RSSPerConnectionKB != 0 {
+		row("rss per connection", "%.1f KiB", r.RSSPerConnectionKB)
+	}
+	row("bench cpu", "%.2f s", r.BenchCPUSeconds)
+	row("errors", "%d", r.Errors)
+	for _, m := range []struct {
+		name string
+		v    map[string]int64
+	}{{"by kind", r.ErrorsByKind}, {"http status", r.HTTPStatus}, {"server closes", r.ServerCloses}, {"server errors", r.ServerErrors}} {
+		if len(m.v) > 0 {
+			row("  "+m.name, "%s", counts(m.v))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, e := range r.ErrorSamples {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+	return nil
+}
+
+func latencyText(l Latency) string {
+	if l.Count == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms  (n=%d)", l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
+}
+
+func mib(kb int64) string { return fmt.Sprintf("%.1f MiB", float64(kb)/1024) }
+
+func counts(m map[string]int64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
