@@ -90,7 +90,7 @@ func benchRun(t *testing.T, g *gatewayProcess, args ...string) *Result {
 		"--targets", g.url, "--api-key", testAPIKey, "--webhook-secret", testWebhook,
 		"--jwt-secret", testJWT, "--pids", strconv.Itoa(g.cmd.Process.Pid), "--progress", "0",
 	}
-	cfg, err := parseConfig(append(base, args...), io.Discard, io.Discard)
+	cfg, err := parseConfig(append(base, args...), io.Discard)
 	if err != nil {
 		t.Fatalf("parse %v: %v", args, err)
 	}
@@ -178,7 +178,7 @@ func TestScenariosAgainstAGateway(t *testing.T) {
 
 	t.Run("wrong API key fails setup", func(t *testing.T) {
 		cfg, err := parseConfig([]string{"--targets", g.url, "--api-key", "wrong", "--scenario", "calls",
-			"--calls", "2", "--progress", "0"}, io.Discard, io.Discard)
+			"--calls", "2", "--progress", "0"}, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +192,7 @@ func TestScenariosAgainstAGateway(t *testing.T) {
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"--scenario", "fanout", "--help"}, {"-h"}} {
 		var out bytes.Buffer
-		_, err := parseConfig(args, &out, io.Discard)
+		_, err := parseConfig(args, &out)
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("%v: err %v, want flag.ErrHelp", args, err)
 		}
@@ -203,7 +203,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	parseConfig([]string{"--help"}, &out, io.Discard)
+	parseConfig([]string{"--help"}, &out)
 	for _, s := range scenarios {
 		if !strings.Contains(out.String(), s+": ") {
 			t.Errorf("--help does not describe %s", s)
@@ -223,11 +223,11 @@ func TestBadCommandLines(t *testing.T) {
 		{"--token", "a", "--jwt-secret", "b"},
 		{"stray"},
 	} {
-		if _, err := parseConfig(args, io.Discard, io.Discard); err == nil || errors.Is(err, flag.ErrHelp) {
+		if _, err := parseConfig(args, io.Discard); err == nil || errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%v accepted", args)
 		}
 	}
-	cfg, err := parseConfig([]string{"--scenario", "calls", "--source-ips", "127.0.0.1-127.0.0.3,127.0.1.1"}, io.Discard, io.Discard)
+	cfg, err := parseConfig([]string{"--scenario", "calls", "--source-ips", "127.0.0.1-127.0.0.3,127.0.1.1"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

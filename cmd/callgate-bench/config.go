@@ -83,15 +83,16 @@ var scenarioHelp = map[string]string{
 
 // parseConfig reads the command line. It returns flag.ErrHelp after
 // printing the usage to stdout when asked for help.
-func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
+func parseConfig(args []string, stdout io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("callgate-bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Parse errors are returned, and reported once by the caller.
+	fs.SetOutput(io.Discard)
 	targets := fs.String("targets", "http://127.0.0.1:8080", "gateway base URLs, comma-separated; sockets, webhooks and API calls are spread round-robin")
 	fs.StringVar(&c.APIKey, "api-key", "", "API key for POST /api/calls (none: the gateway runs --dev without keys)")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "secret to sign webhooks with (none: unsigned, for --dev)")
 	fs.StringVar(&c.Token, "token", "", "client token sent as Authorization: Bearer on every socket")
-	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret to mint one client token per socket (sub callgate-bench-<n>)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret to mint one client token per socket (sub callgate-bench-<run>-<n>)")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "aud claim of minted tokens")
 	fs.StringVar(&c.Scenario, "scenario", "fanout", "fanout, calls, idle or churn")
 	fs.IntVar(&c.Subscribers, "subscribers", 0, "fanout: subscribers of the call [100]; calls: subscribers per call [2]")
@@ -110,13 +111,12 @@ func parseConfig(args []string, stdout, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 2*time.Minute, "bound on registering calls and connecting sockets")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "calls registered and sockets opened at once during setup")
 	fs.Float64Var(&c.FrameRate, "frame-rate", 20, "the gateways' --max-frame-rate: each socket sends at most 90% of it")
-	help := false
-	fs.BoolVar(&help, "help", false, "show this help")
-	fs.BoolVar(&help, "h", false, "show this help")
 	fs.Usage = func() {}
 
+	// -h and --help are not defined: Parse stops at them with ErrHelp,
+	// after the flags before them, such as --scenario.
 	err := fs.Parse(args)
-	if help || errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) {
 		printUsage(stdout, fs, c.Scenario)
 		return c, flag.ErrHelp
 	}
@@ -312,7 +312,7 @@ const usageExamples = `Examples, against one gateway started with --dev (no keys
   go run ./cmd/callgate --dev --addr 127.0.0.1:8080 --log-level warn &
   callgate-bench --scenario fanout --subscribers 500 --duration 10s
   callgate-bench --scenario calls --calls 200 --rate 500
-  callgate-bench --scenario idle --connections 2000 --pids $(pgrep -n callgate)
+  callgate-bench --scenario idle --connections 2000 --pids $(pgrep -nx callgate)
   callgate-bench --scenario churn --connections 50
 
 Against a cluster of three instances on one Redis, with secrets and JWTs:
@@ -322,6 +322,10 @@ Against a cluster of three instances on one Redis, with secrets and JWTs:
     --scenario calls --calls 1000 --rate 200 --pids 4101,4102,4103 --json
 
 Through a load balancer, give its one URL: --targets http://127.0.0.1:8080.
+
+For measurements, run the gateways on a real Redis (--redis-url) and with
+--log-level warn: the embedded Redis of --dev runs inside the gateway
+process, so its CPU time and memory count as the gateway's.
 
 Limits to keep in mind: a gateway takes --max-connections sockets (10000 by
 default) and --max-connections-per-user per token subject (50; minted tokens

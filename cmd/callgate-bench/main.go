@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	cfg, err := parseConfig(os.Args[1:], os.Stdout, os.Stderr)
+	cfg, err := parseConfig(os.Args[1:], os.Stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}

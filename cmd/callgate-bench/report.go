@@ -63,11 +63,13 @@ type Connections struct {
 	Opened int64 `json:"opened"`
 	Failed int64 `json:"failed"`
 	// Subscribed sockets followed their call for the whole run.
-	Subscribed      int     `json:"subscribed"`
-	SubscribeFailed int64   `json:"subscribe_failed"`
-	OpenAtEnd       int     `json:"open_at_end"`
-	Connect         Latency `json:"connect"`
-	Subscribe       Latency `json:"subscribe"`
+	Subscribed      int   `json:"subscribed"`
+	SubscribeFailed int64 `json:"subscribe_failed"`
+	OpenAtEnd       int   `json:"open_at_end"`
+	// Connect is from dialing to the welcome frame; Subscribe from
+	// sending subscribe to the subscribed answer.
+	Connect   Latency `json:"connect"`
+	Subscribe Latency `json:"subscribe"`
 }
 
 // Webhooks are the live events posted.

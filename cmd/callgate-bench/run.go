@@ -147,8 +147,12 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	res.PublishSeconds = round3(published.Sub(start).Seconds())
 	res.Seconds = round3(end.Sub(start).Seconds())
 	d := &Deliveries{}
+	events := make(map[*callState][]publishedEvent, len(cs))
+	for _, c := range cs {
+		events[c] = c.events()
+	}
 	for _, s := range socks {
-		for _, e := range s.call.events() {
+		for _, e := range events[s.call] {
 			if e.sent.Before(s.subscribedAt) {
 				continue
 			}
@@ -184,7 +188,9 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 		return res, fmt.Errorf("%w: %w", errSetup, err)
 	}
 	// Memory is measured from here: the calls' records are in place, so
-	// the growth is the sockets' and subscriptions' own.
+	// the growth is the sockets' and subscriptions' own. The API's
+	// keep-alive connections are not part of it.
+	b.http.CloseIdleConnections()
 	watch := newProcWatch(cfg.PIDs)
 	watch.start()
 	cpu0 := selfCPU()
@@ -358,7 +364,7 @@ func (b *bench) startProgress() *progress {
 				line := fmt.Sprintf("[%6.1fs] %-22s conns %d", now.Sub(p.start).Seconds(), what, b.open.Load())
 				switch b.cfg.Scenario {
 				case "fanout", "calls":
-					line += fmt.Sprintf("  published %d (%.0f/s)  delivered %d (%.0f/s)  missing %d  dup %d",
+					line += fmt.Sprintf("  published %d (%.0f/s)  delivered %d (%.0f/s)  lost so far %d  dup %d",
 						pub, float64(pub-lastPub)/secs, del, float64(del-lastDel)/secs, b.missing.Load(), b.duplicated.Load())
 				case "churn":
 					line += fmt.Sprintf("  pairs %d (%.0f/s)", pairs, float64(pairs-lastPairs)/secs)
