@@ -59,6 +59,13 @@ die() {
 	exit 1
 }
 
+# start_failed MESSAGE: stop what start has started so far, then fail.
+start_failed() {
+	echo "cluster.sh: $*" >&2
+	stop >/dev/null 2>&1 || true
+	exit 1
+}
+
 # running PID: whether process PID exists and has not exited (an exited
 # process stays a zombie until its parent, often init, reaps it).
 running() {
@@ -85,7 +92,7 @@ http_status() {
 			printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3 &&
 			IFS=' ' read -r -t 3 _ line _ <&3
 	} 2>/dev/null || true
-	exec 3>&- 2>/dev/null || true
+	{ exec 3>&-; } 2>/dev/null || true
 	echo "${line:-000}"
 }
 
@@ -97,7 +104,7 @@ redis_ping() {
 			printf 'PING\r\n' >&3 &&
 			read -r -t 3 reply <&3
 	} 2>/dev/null || true
-	exec 3>&- 2>/dev/null || true
+	{ exec 3>&-; } 2>/dev/null || true
 	[ "${reply%$'\r'}" = "+PONG" ]
 }
 
@@ -112,6 +119,14 @@ wait_for() {
 }
 
 ready() { [ "$(http_status "$1" /readyz)" = 200 ]; }
+
+# gateway_ready N PORT: whether instance N is ready; fails the start if it
+# has exited.
+gateway_ready() {
+	alive "$RUN/gateway-$1.pid" || start_failed "gateway-$1 exited; see $STATE/logs/gateway-$1.log:
+$(tail -n 5 "$STATE/logs/gateway-$1.log" 2>/dev/null)"
+	ready "$2"
+}
 
 # stop_pid PIDFILE SIGNAL SECONDS NAME: signal the process, wait for it to
 # exit, kill it if it does not.
@@ -181,14 +196,14 @@ start() {
 	if [ -z "$bin" ]; then
 		echo "building callgate"
 		bin=$STATE/bin/callgate
-		(cd "$REPO" && "$GO_BIN" build -o "$bin" ./cmd/callgate)
+		(cd "$REPO" && "$GO_BIN" build -o "$bin" ./cmd/callgate) || die "go build ./cmd/callgate failed"
 	fi
 
 	echo "starting redis-server on 127.0.0.1:$REDIS_PORT"
 	"$REDIS_SERVER_BIN" --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE/redis" \
 		--appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
 		--daemonize yes --pidfile "$RUN/redis.pid" --logfile "$STATE/logs/redis.log"
-	wait_for redis 10 redis_ping "$REDIS_PORT" || die "redis-server did not start; see $STATE/logs/redis.log"
+	wait_for redis 10 redis_ping "$REDIS_PORT" || start_failed "redis-server did not start; see $STATE/logs/redis.log"
 
 	local i=0 port
 	for port in "${INSTANCE_PORTS[@]}"; do
@@ -203,8 +218,8 @@ start() {
 	i=0
 	for port in "${INSTANCE_PORTS[@]}"; do
 		i=$((i + 1))
-		wait_for "gateway-$i" 15 ready "$port" ||
-			die "gateway-$i is not ready on port $port; see $STATE/logs/gateway-$i.log"
+		wait_for "gateway-$i" 15 gateway_ready "$i" "$port" ||
+			start_failed "gateway-$i is not ready on port $port; see $STATE/logs/gateway-$i.log"
 	done
 
 	echo "starting nginx on 127.0.0.1:$HTTP_PORT"
@@ -224,8 +239,8 @@ start() {
 	local args
 	mapfile -t args < <(nginx_args)
 	"$NGINX_BIN" "${args[@]}" >"$STATE/logs/nginx-start.log" 2>&1 ||
-		die "nginx did not start: $(cat "$STATE/logs/nginx-start.log")"
-	wait_for nginx 10 ready "$HTTP_PORT" || die "nginx is not ready on port $HTTP_PORT; see $STATE/nginx/error.log"
+		start_failed "nginx did not start: $(cat "$STATE/logs/nginx-start.log")"
+	wait_for nginx 10 ready "$HTTP_PORT" || start_failed "nginx is not ready on port $HTTP_PORT; see $STATE/nginx/error.log"
 
 	cat <<-EOF
 
