@@ -416,6 +416,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 	c.cleanup(context.WithoutCancel(s.ctx))
 	c.closeWith(websocket.CloseNormalClosure, "")
 	<-writerDone
+	// Finish the closing handshake: discard what the client still sends
+	// until its close frame (or WriteWait). Closing with unread input
+	// would reset the connection, and the client could lose the close
+	// frame, and its code, that was just sent. After a read error this
+	// returns at once.
+	_ = ws.NetConn().SetReadDeadline(time.Now().Add(s.cfg.WriteWait))
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			break
+		}
+	}
 	_ = ws.Close()
 
 	s.mu.Lock()

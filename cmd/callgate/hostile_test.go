@@ -50,26 +50,27 @@ func (in *instance) wsURL(path string) string {
 	return strings.Replace(in.url, "http://", "ws://", 1) + path
 }
 
-// dialWith connects with a token in the Authorization header and returns
-// the client after its welcome, or the handshake's status and code.
-func (in *instance) dialWith(tok string) (*wstest.Client, int, string) {
+// dialWith connects with a token, in the Authorization header or, with
+// query set, in ?token=, and returns the client after its welcome, or the
+// handshake's status and error code.
+func (in *instance) dialWith(tok string, query ...bool) (*wstest.Client, int, string) {
 	in.t.Helper()
-	h := http.Header{}
-	if tok != "" {
+	u, h := in.wsURL("/ws/calls/transcriptions"), http.Header{}
+	switch {
+	case len(query) > 0 && query[0]:
+		u += "?token=" + url.QueryEscape(tok)
+	case tok != "":
 		h.Set("Authorization", "Bearer "+tok)
 	}
-	ws, resp, err := websocket.DefaultDialer.Dial(in.wsURL("/ws/calls/transcriptions"), h)
+	c, status, body, err := wstest.DialStatus(in.t, u, h)
 	if err != nil {
-		if resp == nil {
+		if status == 0 {
 			in.t.Fatal(err)
 		}
-		var body map[string]string
-		json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		return nil, resp.StatusCode, body["code"]
+		var out map[string]string
+		json.Unmarshal(body, &out)
+		return nil, status, out["code"]
 	}
-	ws.Close()
-	c := wstest.Dial(in.t, in.wsURL("/ws/calls/transcriptions")+"?token="+url.QueryEscape(tok))
 	c.Welcome()
 	return c, 101, ""
 }
@@ -81,7 +82,7 @@ func TestHostileInput(t *testing.T) {
 	srv := redistest.Start(t)
 	in := secureInstance(t, srv, redistest.Prefix(t))
 	in.saveCall(calls.Update{CallSID: "EL_acme", ConversationID: "conv_acme", Org: "acme", Status: calls.StatusInProgress})
-	by, _, _ := in.dialWith(token(t, "bystander", "acme"))
+	by, _, _ := in.dialWith(token(t, "bystander", "acme"), true) // as browsers do
 	by.Send(map[string]string{"type": "subscribe", "id": "b", "call": "EL_acme", "since": "0"})
 	by.Expect("subscribed")
 	published := 0

@@ -5,6 +5,7 @@ package wstest
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -54,18 +55,27 @@ func Dial(t testing.TB, url string) *Client {
 
 // TryDial connects to url with header, returning the error.
 func TryDial(t testing.TB, url string, header http.Header) (*Client, error) {
+	c, _, _, err := DialStatus(t, url, header)
+	return c, err
+}
+
+// DialStatus connects to url with header. When the handshake is refused
+// it returns the HTTP status and body of the answer with the error.
+func DialStatus(t testing.TB, url string, header http.Header) (*Client, int, []byte, error) {
 	url = strings.Replace(url, "http://", "ws://", 1)
 	ws, resp, err := websocket.DefaultDialer.Dial(url, header)
 	if err != nil {
-		if resp != nil {
-			resp.Body.Close()
+		if resp == nil {
+			return nil, 0, nil, err
 		}
-		return nil, err
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return nil, resp.StatusCode, body, err
 	}
 	c := &Client{t: t, Conn: ws, frames: make(chan Frame, 4096), closed: make(chan error, 1)}
 	go c.read()
 	t.Cleanup(func() { ws.Close() })
-	return c, nil
+	return c, 0, nil, nil
 }
 
 func (c *Client) read() {
