@@ -14,7 +14,8 @@ func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/callgate/callgate/"
 	forbidden := map[string][]string{
 		"pubsub":  {"gateway", "calls", "cmd/", "github.com/gorilla/websocket", "github.com/labstack/echo"},
-		"gateway": {"pubsub", "calls", "topics", "cmd/", "github.com/redis/go-redis"},
+		"gateway": {"pubsub", "calls", "topics", "auth", "cmd/", "github.com/redis/go-redis"},
+		"auth":    {"gateway", "calls", "pubsub", "topics", "cmd/", "github.com/redis/go-redis"},
 		"calls":   {"gateway", "topics", "cmd/", "github.com/gorilla/websocket"},
 		"topics":  {"gateway", "calls", "pubsub", "cmd/", "github.com/gorilla/websocket"},
 	}
