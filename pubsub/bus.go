@@ -73,6 +73,8 @@ type Bus struct {
 	closed  bool
 
 	reconnects atomic.Int64
+	// down is set while the subscriber connection is lost.
+	down atomic.Bool
 }
 
 // New returns a Bus on rdb. Call Run to start receiving.
@@ -178,6 +180,10 @@ func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
 	return nil
 }
 
+// Healthy reports whether the subscriber connection is up: false from a
+// failure until every channel is followed again.
+func (b *Bus) Healthy() bool { return !b.down.Load() }
+
 // Reconnects returns how many times the subscriber connection was
 // restored after a failure.
 func (b *Bus) Reconnects() int64 { return b.reconnects.Load() }
@@ -215,6 +221,7 @@ func (b *Bus) Run(ctx context.Context, h Handler) error {
 			}
 			b.log.Warn("redis subscriber connection lost; reconnecting", "err", err, "retry_in", backoff)
 			recovering = true
+			b.down.Store(true)
 			b.reconnected()
 			select {
 			case <-ctx.Done():
@@ -230,6 +237,7 @@ func (b *Bus) Run(ctx context.Context, h Handler) error {
 			// re-subscription, which go-redis sent as one command: every
 			// channel is followed again.
 			recovering = false
+			b.down.Store(false)
 			b.reconnects.Add(1)
 			b.log.Info("redis subscriber connection restored", "channels", b.Channels())
 			if b.cfg.OnReconnect != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -286,6 +287,9 @@ func (a *app) ready(c echo.Context) error {
 	if err := a.rdb.Ping(ctx).Err(); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "redis unreachable"})
 	}
+	if !a.bus.Healthy() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "redis subscriptions down"})
+	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
@@ -300,11 +304,29 @@ func (a *app) serve() error {
 			a.log.Error("bus stopped", "err", err)
 		}
 	}()
+	if a.cfg.DebugAddr != "" {
+		go a.serveDebug()
+	}
 	a.log.Info("callgate listening", "addr", a.addr(), "dev", a.cfg.Dev)
 	if err := a.http.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// serveDebug serves pprof profiles on --debug-addr until the process ends.
+func (a *app) serveDebug() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	srv := &http.Server{Addr: a.cfg.DebugAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.log.Warn("serving pprof profiles", "addr", a.cfg.DebugAddr)
+	if err := srv.ListenAndServe(); err != nil {
+		a.log.Error("debug server stopped", "err", err)
+	}
 }
 
 // shutdown stops accepting, closes every socket with 1001 and waits for

@@ -57,7 +57,9 @@ func TestRedisDown(t *testing.T) {
 	if f := cl.Expect("event"); f.EventID != "2" || f.Event != "transcript" {
 		t.Fatalf("after Redis came back got %s", f.Raw)
 	}
-	if status, _ := in.do("GET", "/readyz", nil, nil); status != http.StatusOK {
-		t.Fatalf("/readyz after Redis came back: %d", status)
-	}
+	// Ready again once the bus has followed its channels again.
+	waitFor(t, "/readyz after Redis came back", func() bool {
+		status, _ := in.do("GET", "/readyz", nil, nil)
+		return status == http.StatusOK
+	})
 }
