@@ -86,18 +86,26 @@ func closeAll(socks []*sock) {
 	forEach(context.Background(), len(socks), 256, func(i int) { socks[i].close() })
 }
 
+// setupCalls registers n new calls within the setup timeout.
+func (b *bench) setupCalls(ctx context.Context, p *progress, n int) ([]*callState, error) {
+	cs := b.newCalls(n)
+	p.phase(fmt.Sprintf("registering %d calls", n))
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.SetupTimeout)
+	defer cancel()
+	if err := b.register(ctx, cs); err != nil {
+		return nil, fmt.Errorf("%w: %w", errSetup, err)
+	}
+	return cs, nil
+}
+
 // runEvents runs fanout and calls: subscribers on calls, then webhooks,
 // then a drain, then the accounting of every event by subscriber.
 func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	cfg := b.cfg
-	cs := b.newCalls(cfg.Calls)
 	res := b.newResult()
-	p.phase("registering calls")
-	rctx, rcancel := context.WithTimeout(ctx, cfg.SetupTimeout)
-	err := b.register(rctx, cs)
-	rcancel()
+	cs, err := b.setupCalls(ctx, p, cfg.Calls)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", errSetup, err)
+		return res, err
 	}
 	n := cfg.Calls * cfg.Subscribers
 	p.phase(fmt.Sprintf("connecting %d subscribers", n))
@@ -179,13 +187,9 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 	cfg := b.cfg
 	res := b.newResult()
-	cs := b.newCalls(cfg.Connections)
-	p.phase(fmt.Sprintf("registering %d calls", len(cs)))
-	rctx, rcancel := context.WithTimeout(ctx, cfg.SetupTimeout)
-	err := b.register(rctx, cs)
-	rcancel()
+	cs, err := b.setupCalls(ctx, p, cfg.Connections)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", errSetup, err)
+		return res, err
 	}
 	// Memory is measured from here: the calls' records are in place, so
 	// the growth is the sockets' and subscriptions' own. The API's
@@ -237,13 +241,9 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	cfg := b.cfg
 	res := b.newResult()
-	cs := b.newCalls(cfg.Calls)
-	p.phase(fmt.Sprintf("registering %d calls", len(cs)))
-	rctx, rcancel := context.WithTimeout(ctx, cfg.SetupTimeout)
-	err := b.register(rctx, cs)
-	rcancel()
+	cs, err := b.setupCalls(ctx, p, cfg.Calls)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", errSetup, err)
+		return res, err
 	}
 	p.phase(fmt.Sprintf("connecting %d sockets", cfg.Connections))
 	socks := b.connect(ctx, cfg.Connections, func(int) *callState { return nil })
