@@ -77,20 +77,28 @@ func (s *Server) release(user string) {
 	}
 }
 
-// setIdentity makes id the connection's identity and schedules the
-// token_expiring warning and the close at expiry. Safe from any goroutine.
+// setIdentity makes id the connection's identity. Call scheduleExpiry
+// once the frames that must precede token_expiring are queued.
 func (c *conn) setIdentity(id Identity) {
 	c.authMu.Lock()
 	defer c.authMu.Unlock()
 	c.identity = &id
 	c.user = id.User
+}
+
+// scheduleExpiry (re)arms the token_expiring warning and the close at the
+// identity's expiry. Safe from any goroutine.
+func (c *conn) scheduleExpiry() {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
 	if c.warnTimer != nil {
 		c.warnTimer.Stop()
 		c.expireTimer.Stop()
 	}
-	if id.Expires.IsZero() {
+	if c.identity == nil || c.identity.Expires.IsZero() {
 		return
 	}
+	id := *c.identity
 	until := time.Until(id.Expires)
 	c.warnTimer = time.AfterFunc(max(0, until-c.srv.cfg.TokenWarning), func() {
 		c.enqueue(encode(tokenExpiringFrame{Type: "token_expiring", ExpiresAt: id.Expires.UTC()}))
@@ -157,6 +165,7 @@ func (c *conn) authenticate(token string, first bool) bool {
 		}
 		c.setIdentity(id)
 		c.reply(authenticatedFrame{Type: "authenticated", User: id.User, ExpiresAt: expiry(id)})
+		c.scheduleExpiry()
 		return true
 	}
 	if t := c.topic; t != nil && !t.mayUse(&id) {
@@ -170,6 +179,9 @@ func (c *conn) authenticate(token string, first bool) bool {
 	c.counted = true
 	c.setIdentity(id)
 	c.reply(authenticatedFrame{Type: "authenticated", User: id.User, ExpiresAt: expiry(id)})
+	if c.srv.cfg.Authenticator != nil && c.welcomed {
+		c.scheduleExpiry() // an anonymous socket that authenticated later
+	}
 	return true
 }
 

@@ -58,6 +58,9 @@ type conn struct {
 	expireTimer *time.Timer
 	// counted: the connection counts against its user's limit.
 	counted bool
+	// welcomed: the welcome frame is queued (set by the serving
+	// goroutine before readLoop starts).
+	welcomed bool
 
 	// Owned by readLoop.
 	subs    map[string]*subscription // by call key

@@ -408,6 +408,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 		} else {
 			ready = s.attachTopic(s.ctx, c)
 		}
+		// token_expiring may only follow the welcome.
+		c.welcomed = true
+		c.scheduleExpiry()
 		if ready {
 			c.readLoop(s.ctx)
 		}

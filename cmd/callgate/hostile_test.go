@@ -256,7 +256,8 @@ func TestTokenRefresh(t *testing.T) {
 	srv := redistest.Start(t)
 	in := secureInstance(t, srv, redistest.Prefix(t), func(c *config) { c.TokenWarning = 1500 * time.Millisecond })
 	short := func() string {
-		return token(t, "r", "", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(2 * time.Second).Unix() })
+		// exp has whole seconds: this expires 2 to 3 seconds from now.
+		return token(t, "r", "", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(3 * time.Second).Unix() })
 	}
 	c, _, _ := in.dialWith(short())
 	c.Expect("token_expiring")
