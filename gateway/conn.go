@@ -40,6 +40,11 @@ type conn struct {
 	replayed int
 	wake     chan struct{}
 
+	// hdrs and bufs are writeBatch's scratch space, reused between
+	// batches; owned by writeLoop.
+	hdrs []byte
+	bufs net.Buffers
+
 	closeOnce sync.Once
 	// done is closed when the connection must end; closeCode and
 	// closeText, set before, say how.
@@ -152,17 +157,22 @@ func (c *conn) writeLoop() {
 		}
 		select {
 		case <-c.wake:
-			// Write everything queued, unless the connection is ending.
-			for _, f := range c.take() {
-				if c.ending() {
-					break
-				}
-				if err := c.write(f.data); err != nil {
-					c.fail(err)
-					return
-				}
-				if f.published != 0 && cfg.PublishLatency != nil {
-					cfg.PublishLatency(time.Duration(time.Now().UnixNano() - f.published))
+			// Write everything queued in one system call, unless the
+			// connection is ending.
+			batch := c.take()
+			if len(batch) == 0 || c.ending() {
+				continue
+			}
+			if err := c.writeBatch(batch); err != nil {
+				c.fail(err)
+				return
+			}
+			if cfg.PublishLatency != nil {
+				now := time.Now().UnixNano()
+				for _, f := range batch {
+					if f.published != 0 {
+						cfg.PublishLatency(time.Duration(now - f.published))
+					}
 				}
 			}
 		case <-ping.C:
@@ -197,9 +207,45 @@ func (c *conn) ending() bool {
 	}
 }
 
-func (c *conn) write(f []byte) error {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
-	return c.ws.WriteMessage(websocket.TextMessage, f)
+// writeBatch writes frames as WebSocket text frames with one writev.
+//
+// It writes to the network connection directly rather than through
+// gorilla's per-message writer, which costs a system call per frame.
+// That is safe because writeLoop is the only writer of data frames, and
+// the control frames gorilla may write from the read side (pong and close
+// replies) go out in single writes: the connection's write lock keeps
+// every frame whole, so frames only ever meet at frame boundaries.
+func (c *conn) writeBatch(frames []outFrame) error {
+	hdrs := c.hdrs[:0]
+	bufs := c.bufs[:0]
+	for _, f := range frames {
+		start := len(hdrs)
+		hdrs = appendFrameHeader(hdrs, len(f.data))
+		bufs = append(bufs, hdrs[start:len(hdrs):len(hdrs)], f.data)
+	}
+	c.hdrs, c.bufs = hdrs, bufs
+	nc := c.ws.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+	out := bufs // WriteTo consumes its receiver
+	_, err := out.WriteTo(nc)
+	clear(bufs) // drop references to the frames
+	return err
+}
+
+// appendFrameHeader appends the header of an unmasked, final text frame
+// of n bytes (RFC 6455 section 5.2).
+func appendFrameHeader(b []byte, n int) []byte {
+	const finText = 0x81
+	switch {
+	case n < 126:
+		return append(b, finText, byte(n))
+	case n <= 0xFFFF:
+		return append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		return append(b, finText, 127,
+			byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
+			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
 }
 
 // fail ends a connection whose write failed: closing the socket makes
