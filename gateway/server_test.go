@@ -407,3 +407,23 @@ func TestHandshakeErrorsAreJSON(t *testing.T) {
 	}
 	c.Welcome()
 }
+
+// TestFrameSizes sends events across the frame header's length encodings
+// (7-bit, 16-bit and 64-bit) in one batch and checks the client gets them
+// intact.
+func TestFrameSizes(t *testing.T) {
+	srv, _, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	c.MustSubscribe("s", "EL_1")
+	base := len(`{"type":"event","event_id":"1","pad":""}`)
+	sizes := []int{base, 125, 126, 127, 65535, 65536, 70000, 1 << 20}
+	for _, size := range sizes {
+		mem.publish(srv, "EL_1", `,"pad":"`+strings.Repeat("x", size-base)+`"`)
+	}
+	for i, size := range sizes {
+		f := c.Expect("event")
+		if len(f.Raw) != size || f.EventID != strconv.Itoa(i+1) {
+			t.Fatalf("frame %d: %d bytes, event %s; want %d bytes", i, len(f.Raw), f.EventID, size)
+		}
+	}
+}
