@@ -377,6 +377,7 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
 ==================================================================
  callgate DEVELOPMENT MODE -- do not expose this instance.
  Redis: %s.  Webhook signatures: %s.  API key: %s.
+ Socket tokens: %[5]s.
 ------------------------------------------------------------------
  1. Register a call:
     curl -s -X POST http://%[4]s/api/calls \
@@ -392,7 +393,19 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
 ==================================================================
 
 `, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
-		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host)
+		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host,
+		socketAuth(cfg))
+}
+
+// socketAuth says how sockets authenticate under cfg.
+func socketAuth(cfg config) string {
+	switch {
+	case !cfg.hasTokenVerifier():
+		return "NOT checked: every socket is anonymous"
+	case cfg.AllowAnonymous:
+		return "verified when given; sockets without one are anonymous"
+	}
+	return "required"
 }
 
 func describeRedis(a *app) string {
