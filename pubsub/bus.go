@@ -56,9 +56,8 @@ type Bus struct {
 	log *slog.Logger
 	cfg Config
 
-	// cmdMu orders SUBSCRIBE and UNSUBSCRIBE commands with the reference
-	// counts that caused them, so Redis sees them in the order they were
-	// decided. Lock order: cmdMu, then mu.
+	// cmdMu is held by the one goroutine sending queued commands. Lock
+	// order: cmdMu, then mu.
 	cmdMu sync.Mutex
 
 	mu sync.Mutex // guards the fields below; never held across I/O
@@ -70,7 +69,10 @@ type Bus struct {
 	// pending holds, per channel, one chan for each SUBSCRIBE sent and not
 	// yet confirmed, oldest first; Redis confirms in the order sent.
 	pending map[string][]chan struct{}
-	closed  bool
+	// queue holds SUBSCRIBE and UNSUBSCRIBE commands not yet sent, in the
+	// order they were decided.
+	queue  []command
+	closed bool
 
 	reconnects atomic.Int64
 	// down is set while the subscriber connection is lost.
@@ -102,30 +104,37 @@ func New(rdb redis.UniversalClient, cfg Config) *Bus {
 // Subscribe adds one local subscriber to channel and returns once Redis has
 // confirmed the subscription, so every message published after it returns
 // reaches the handler. On error the subscriber was not added.
+//
+// The SUBSCRIBE commands of concurrent calls go out together: after a
+// failover thousands of clients subscribe at once, and Redis gets a few
+// commands instead of thousands.
 func (b *Bus) Subscribe(ctx context.Context, channel string) error {
-	b.cmdMu.Lock()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		b.cmdMu.Unlock()
 		return ErrClosed
 	}
 	b.refs[channel]++
 	if b.refs[channel] > 1 {
 		ready := b.ready[channel]
 		b.mu.Unlock()
-		b.cmdMu.Unlock()
 		return b.await(ctx, channel, ready)
 	}
 	ready := make(chan struct{})
 	b.ready[channel] = ready
 	b.pending[channel] = append(b.pending[channel], ready)
+	cmd := b.enqueue(true, channel)
 	b.mu.Unlock()
-	err := b.ps.Subscribe(ctx, channel)
-	b.cmdMu.Unlock()
-	if err != nil {
+	b.flush()
+	select {
+	case err := <-cmd.sent:
+		if err != nil {
+			b.release(channel)
+			return fmt.Errorf("pubsub: subscribe %q: %w", channel, err)
+		}
+	case <-ctx.Done():
 		b.release(channel)
-		return fmt.Errorf("pubsub: subscribe %q: %w", channel, err)
+		return fmt.Errorf("pubsub: subscribe %q: %w", channel, ctx.Err())
 	}
 	return b.await(ctx, channel, ready)
 }
@@ -152,8 +161,6 @@ func (b *Bus) release(channel string) {
 // Unsubscribe removes one local subscriber from channel; the last one
 // unsubscribes the process in Redis.
 func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
-	b.cmdMu.Lock()
-	defer b.cmdMu.Unlock()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -171,13 +178,89 @@ func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
 	}
 	delete(b.refs, channel)
 	delete(b.ready, channel)
+	cmd := b.enqueue(false, channel)
 	b.mu.Unlock()
-	if err := b.ps.Unsubscribe(ctx, channel); err != nil {
-		// The connection is broken; go-redis re-subscribes only the
-		// channels still wanted when it reconnects.
-		return fmt.Errorf("pubsub: unsubscribe %q: %w", channel, err)
+	b.flush()
+	select {
+	case err := <-cmd.sent:
+		if err != nil {
+			// The connection is broken; go-redis re-subscribes only
+			// the channels still wanted when it reconnects.
+			return fmt.Errorf("pubsub: unsubscribe %q: %w", channel, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("pubsub: unsubscribe %q: %w", channel, ctx.Err())
 	}
-	return nil
+}
+
+// command is a SUBSCRIBE or UNSUBSCRIBE of one channel waiting to be sent.
+type command struct {
+	subscribe bool
+	channel   string
+	// sent receives the outcome of the Redis command that carried it.
+	sent chan error
+}
+
+// enqueue queues a command behind the ones decided before it. Called with
+// mu held, in the same critical section as the reference count that
+// decided it, so commands go out in the order of the decisions.
+func (b *Bus) enqueue(subscribe bool, channel string) command {
+	cmd := command{subscribe: subscribe, channel: channel, sent: make(chan error, 1)}
+	b.queue = append(b.queue, cmd)
+	return cmd
+}
+
+// flush sends the queued commands, consecutive ones of a kind as one
+// command. One caller at a time sends (cmdMu); a caller that finds it held
+// leaves its command to the holder, which sends until the queue is empty.
+func (b *Bus) flush() {
+	for {
+		if !b.cmdMu.TryLock() {
+			return
+		}
+		b.mu.Lock()
+		cmds := b.queue
+		b.queue = nil
+		b.mu.Unlock()
+		b.send(cmds)
+		b.cmdMu.Unlock()
+		b.mu.Lock()
+		more := len(b.queue) > 0
+		b.mu.Unlock()
+		if !more {
+			return
+		}
+	}
+}
+
+// send sends cmds in order. Called with cmdMu held.
+func (b *Bus) send(cmds []command) {
+	for len(cmds) > 0 {
+		n := 1
+		for n < len(cmds) && cmds[n].subscribe == cmds[0].subscribe {
+			n++
+		}
+		group := cmds[:n]
+		channels := make([]string, n)
+		for i, c := range group {
+			channels[i] = c.channel
+		}
+		// A command of its own deadline: the callers' contexts may end
+		// while others' channels ride on it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		if group[0].subscribe {
+			err = b.ps.Subscribe(ctx, channels...)
+		} else {
+			err = b.ps.Unsubscribe(ctx, channels...)
+		}
+		cancel()
+		for _, c := range group {
+			c.sent <- err
+		}
+		cmds = cmds[n:]
+	}
 }
 
 // Healthy reports whether the subscriber connection is up: false from a

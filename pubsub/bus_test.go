@@ -3,6 +3,9 @@ package pubsub_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,5 +263,79 @@ func TestHistoryRange(t *testing.T) {
 	none, last, err := bus.Range(ctx, prefix+":noseq", prefix+":nohist", 0)
 	if err != nil || len(none) != 0 || last != 0 {
 		t.Fatalf("empty sequence: %v %d %v", none, last, err)
+	}
+}
+
+// TestConcurrentSubscribesAreBatched subscribes to many channels at once,
+// as clients do after a failover: every one is confirmed, and with a real
+// Redis the SUBSCRIBE commands are fewer than the channels.
+func TestConcurrentSubscribesAreBatched(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, _ := startBus(t, srv)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	const n = 300
+	calls := func() int64 {
+		if !srv.Real {
+			return 0
+		}
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_subscribe:calls="); ok {
+				v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+				return v
+			}
+		}
+		return 0
+	}
+	before := calls()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- bus.Subscribe(ctx, fmt.Sprintf("%s:b%d", prefix, i))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bus.Channels() != n {
+		t.Fatalf("Channels() = %d", bus.Channels())
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		ch := fmt.Sprintf("%s:b%d", prefix, i)
+		if got, _ := rdb.PubSubNumSub(ctx, ch).Result(); got[ch] != 1 {
+			t.Fatalf("%s has %d subscribers in Redis", ch, got[ch])
+		}
+	}
+	if srv.Real {
+		sent := calls() - before
+		t.Logf("%d channels subscribed with %d SUBSCRIBE commands", n, sent)
+		if sent >= n {
+			t.Fatalf("%d SUBSCRIBE commands for %d channels: not batched", sent, n)
+		}
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bus.Unsubscribe(ctx, fmt.Sprintf("%s:b%d", prefix, i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if bus.Channels() != 0 {
+		t.Fatalf("Channels() = %d after unsubscribing all", bus.Channels())
 	}
 }
