@@ -386,7 +386,7 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 	// not ask to resume.
 	fresh, ferr := c.resolve(ctx, f.Call)
 	if ferr == nil && fresh.Key != t.Key {
-		ferr = &frameError{CodeCallNotFound, "no call has that call_sid or conversation_id"}
+		ferr = errCallNotFound
 	}
 	if ferr != nil {
 		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)

@@ -20,16 +20,31 @@ var eventPrefix = []byte(`{"type":"event","event_id":"`)
 
 // eventSeq reads the event_id of an event frame.
 func eventSeq(frame []byte) (int64, bool) {
-	rest, ok := bytes.CutPrefix(frame, eventPrefix)
+	n, next, ok := numberAfter(frame, eventPrefix)
+	return n, ok && next == '"' && n > 0
+}
+
+// numberAfter reads the decimal integer right after prefix at the start
+// of frame, and the byte that follows it (0 at the end of frame). Server
+// frames put their sequence numbers there so that they can be read
+// without decoding the frame.
+func numberAfter(frame, prefix []byte) (n int64, next byte, ok bool) {
+	rest, ok := bytes.CutPrefix(frame, prefix)
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
-	end := bytes.IndexByte(rest, '"')
-	if end <= 0 {
-		return 0, false
+	end := 0
+	for end < len(rest) && rest[end] >= '0' && rest[end] <= '9' {
+		end++
 	}
 	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
-	return n, err == nil && n > 0
+	if err != nil {
+		return 0, 0, false
+	}
+	if end < len(rest) {
+		next = rest[end]
+	}
+	return n, next, true
 }
 
 var timeField = []byte(`"time":"`)

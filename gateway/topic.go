@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"net/http"
-	"strconv"
 	"sync"
 )
 
@@ -39,16 +37,8 @@ type topicState struct {
 
 // versionOf reads the version of a state frame; ok=false if it has none.
 func (t *topicState) versionOf(frame []byte) (int64, bool) {
-	rest, ok := bytes.CutPrefix(frame, []byte(t.FramePrefix))
-	if !ok {
-		return 0, false
-	}
-	n := 0
-	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
-		n++
-	}
-	v, err := strconv.ParseInt(string(rest[:n]), 10, 64)
-	return v, err == nil
+	v, _, ok := numberAfter(frame, []byte(t.FramePrefix))
+	return v, ok
 }
 
 // publish sends the state frame of version to every local connection that
