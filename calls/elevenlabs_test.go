@@ -125,13 +125,39 @@ func TestDecodePostCallTranscript(t *testing.T) {
 	}
 }
 
+// decodeCase is a body and what a decoder must make of it.
+type decodeCase[T any] struct {
+	name    string
+	body    string
+	want    T
+	wantErr bool
+}
+
+// runDecodeCases checks decode against each case: ErrMalformed where an
+// error is wanted, else exactly want.
+func runDecodeCases[T any](t *testing.T, decode func([]byte) (T, error), cases []decodeCase[T]) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decode([]byte(tt.body))
+			if tt.wantErr {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("err = %v, want ErrMalformed", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestDecodePostCallCases(t *testing.T) {
-	tests := []struct {
-		name    string
-		body    string
-		want    PostCall
-		wantErr bool
-	}{
+	tests := []decodeCase[PostCall]{
 		{name: "empty", body: ``, wantErr: true},
 		{name: "null", body: `null`, wantErr: true},
 		{name: "array", body: `[{"type":"post_call_audio"}]`, wantErr: true},
@@ -201,23 +227,7 @@ func TestDecodePostCallCases(t *testing.T) {
 			want: PostCall{Type: TypePostCallTranscription, EventTimestamp: 1, ConversationID: "c"},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := DecodePostCall([]byte(tt.body))
-			if tt.wantErr {
-				if !errors.Is(err, ErrMalformed) {
-					t.Fatalf("err = %v, want ErrMalformed", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got  %+v\nwant %+v", got, tt.want)
-			}
-		})
-	}
+	runDecodeCases(t, DecodePostCall, tests)
 }
 
 func TestDecodePostCallLargeAudio(t *testing.T) {
@@ -312,12 +322,7 @@ func TestDecodeLiveFixture(t *testing.T) {
 }
 
 func TestDecodeLiveCases(t *testing.T) {
-	tests := []struct {
-		name    string
-		body    string
-		want    Live
-		wantErr bool
-	}{
+	tests := []decodeCase[Live]{
 		{name: "empty", body: ``, wantErr: true},
 		{name: "not json", body: `call_sid=1`, wantErr: true},
 		{name: "null", body: `null`, wantErr: true},
@@ -363,21 +368,5 @@ func TestDecodeLiveCases(t *testing.T) {
 			want: Live{CallSID: "a", Type: "ping", Final: true},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := DecodeLive([]byte(tt.body))
-			if tt.wantErr {
-				if !errors.Is(err, ErrMalformed) {
-					t.Fatalf("err = %v, want ErrMalformed", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got  %+v\nwant %+v", got, tt.want)
-			}
-		})
-	}
+	runDecodeCases(t, DecodeLive, tests)
 }
