@@ -141,12 +141,16 @@ func (c *conn) awaitAuth() bool {
 		}
 		return false
 	}
-	f, ferr := decodeFrame(data)
-	if typ != websocket.TextMessage || ferr != nil || f.Type != typeAuth {
-		c.closeWith(CloseAuthFailed, "authentication required: the first frame must be {\"type\":\"auth\",\"token\":…}")
-		return false
-	}
-	return c.authenticate(f.Token, true)
+	ok := false
+	c.aside(func() {
+		f, ferr := decodeFrame(data)
+		if typ != websocket.TextMessage || ferr != nil || f.Type != typeAuth {
+			c.closeWith(CloseAuthFailed, "authentication required: the first frame must be {\"type\":\"auth\",\"token\":…}")
+			return
+		}
+		ok = c.authenticate(f.Token, true)
+	})
+	return ok
 }
 
 // authenticate verifies a token from an auth frame; first says whether it
@@ -154,7 +158,7 @@ func (c *conn) awaitAuth() bool {
 func (c *conn) authenticate(token string, first bool) bool {
 	id, err := c.srv.cfg.Authenticator.Authenticate(token)
 	if err != nil {
-		c.log.Info("authentication failed", "err", err)
+		c.logger().Info("authentication failed", "err", err)
 		c.closeWith(CloseAuthFailed, "invalid token")
 		return false
 	}

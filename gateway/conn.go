@@ -5,7 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime/debug"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -14,36 +17,67 @@ import (
 
 // subscription is one call a connection follows.
 type subscription struct {
+	key     string // the call
 	channel string
 	// ids are the identifiers the client used for this call.
 	ids []string
 }
 
+// byKey returns c's subscription to call key, or nil.
+func (c *conn) byKey(key string) *subscription {
+	for _, s := range c.subs {
+		if s.key == key {
+			return s
+		}
+	}
+	return nil
+}
+
+// byID returns c's subscription that the client named id, or nil.
+func (c *conn) byID(id string) *subscription {
+	for _, s := range c.subs {
+		if slices.Contains(s.ids, id) {
+			return s
+		}
+	}
+	return nil
+}
+
 // conn is one client WebSocket connection.
 //
-// Two goroutines serve it: readLoop, which owns subs and aliases and does
-// all subscribing, and writeLoop, the only writer of data frames. Everyone
-// else talks to it through enqueue and closeWith.
+// Its own goroutine, run, reads; it and the short-lived goroutines it
+// hands each frame to (aside), one at a time, own subs. Frames for the client go through enqueue; the server's
+// flusher writes them (see writer.go).
 type conn struct {
 	srv         *Server
 	ws          *websocket.Conn
 	id          string
 	user        string
 	connectedAt time.Time
-	log         *slog.Logger
+	// requestID is the upgrade request's id, for the logs.
+	requestID string
+	// slot picks the pinger's round that pings this connection.
+	slot uint32
 
-	// qmu guards queue and replayed: the frames waiting for writeLoop,
-	// of which up to replayed were replayed from history and do not count
-	// against the live limit. wake tells writeLoop there is work.
+	// nc is the socket, raw its system handle (nil if it has none).
+	nc  net.Conn
+	raw syscall.RawConn
+	// wmu is held while bytes go to the socket, by the flusher or by
+	// gorilla, so that frames never interleave.
+	wmu sync.Mutex
+
+	// qmu guards the fields below. queue holds the frames waiting to be
+	// written, of which up to replayed were replayed from history and do
+	// not count against the live limit. writing is the writer role: set
+	// while the connection is with the flusher or a write is under way;
+	// whoever sets it schedules the write. closing: the close frame is
+	// queued or the connection failed; nothing more is queued.
 	qmu      sync.Mutex
 	queue    []outFrame
+	spare    []outFrame
 	replayed int
-	wake     chan struct{}
-
-	// hdrs and bufs are writeBatch's scratch space, reused between
-	// batches; owned by writeLoop.
-	hdrs []byte
-	bufs net.Buffers
+	writing  bool
+	closing  bool
 
 	closeOnce sync.Once
 	// done is closed when the connection must end; closeCode and
@@ -51,6 +85,10 @@ type conn struct {
 	done      chan struct{}
 	closeCode int
 	closeText string
+	// finished is closed once the close frame is written or writing
+	// failed; finishOnce guards it.
+	finished   chan struct{}
+	finishOnce sync.Once
 
 	// topic is set for a topic connection; attached once it follows it.
 	topic    *topicState
@@ -63,13 +101,24 @@ type conn struct {
 	expireTimer *time.Timer
 	// counted: the connection counts against its user's limit.
 	counted bool
-	// welcomed: the welcome frame is queued (set by the serving
-	// goroutine before readLoop starts).
+	// welcomed: the welcome frame is queued (set before readLoop
+	// starts).
 	welcomed bool
 
-	// Owned by readLoop.
-	subs    map[string]*subscription // by call key
-	aliases map[string]string        // identifier -> call key
+	// subs are the calls followed, at most MaxSubscriptions (a list:
+	// it is short, and smaller than a map). Owned by run and, while it
+	// waits for them, its aside goroutines.
+	subs []*subscription
+}
+
+// logger returns a logger that names the connection. It is built when
+// needed rather than kept: a connection's log lines are few, and an idle
+// connection should cost little.
+func (c *conn) logger() *slog.Logger {
+	if c.requestID == "" {
+		return c.srv.log.With("conn", c.id)
+	}
+	return c.srv.log.With("conn", c.id, "request_id", c.requestID)
 }
 
 // enqueue queues a frame without blocking. When SendQueue live frames
@@ -79,28 +128,37 @@ func (c *conn) enqueue(frame []byte) bool {
 	return c.enqueueFrame(outFrame{data: frame})
 }
 
-// outFrame is a queued frame and, for live events, when it was published.
-type outFrame struct {
-	data      []byte
-	published int64 // Unix nanoseconds; 0 when not a live event
+func (c *conn) enqueueFrame(f outFrame) bool {
+	ok, start := c.push(f)
+	if start {
+		c.srv.flusher.add(c)
+	}
+	return ok
 }
 
-func (c *conn) enqueueFrame(f outFrame) bool {
+// push queues f and reports whether it did, and whether the caller took
+// the writer role and must hand c to the flusher.
+func (c *conn) push(f outFrame) (ok, start bool) {
 	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return false, false // already cut off; not counted again
+	}
 	if len(c.queue)-c.replayed >= c.srv.cfg.SendQueue {
 		c.qmu.Unlock()
-		if c.ending() {
-			return false // already cut off; not counted again
-		}
 		c.srv.metrics.overflows.Add(1)
 		c.srv.metrics.dropped.Add(1)
-		c.closeWith(CloseSendQueueOverflow, "send queue overflow: read faster, then reconnect")
-		return false
+		c.end(CloseSendQueueOverflow, "send queue overflow: read faster, then reconnect", true)
+		return false, false
+	}
+	if c.queue == nil {
+		c.queue, c.spare = c.spare, nil
 	}
 	c.queue = append(c.queue, f)
+	start = !c.writing
+	c.writing = true
 	c.qmu.Unlock()
-	c.signal()
-	return true
+	return true, start
 }
 
 // enqueueReplay queues frames replayed from history. They are bounded by
@@ -111,91 +169,80 @@ func (c *conn) enqueueReplay(frames [][]byte) {
 		return
 	}
 	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return
+	}
 	for _, f := range frames {
 		c.queue = append(c.queue, outFrame{data: f})
 	}
 	c.replayed += len(frames)
+	start := !c.writing
+	c.writing = true
 	c.qmu.Unlock()
-	c.signal()
-}
-
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if start {
+		c.srv.flusher.add(c)
 	}
 }
 
 // take returns every queued frame, oldest first, and empties the queue.
+// With nothing queued it gives up the writer role and returns nil.
 func (c *conn) take() []outFrame {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	batch := c.queue
+	if len(batch) == 0 {
+		c.writing = false
+		return nil
+	}
 	c.queue = nil
 	c.replayed = 0
 	return batch
 }
 
-// closeWith ends the connection with a close frame; the first call wins.
-func (c *conn) closeWith(code int, text string) {
+// closeWith ends the connection with a close frame, sent after the frames
+// already queued; the first call wins.
+func (c *conn) closeWith(code int, text string) { c.end(code, text, false) }
+
+// end ends the connection; the first call wins. It queues the close
+// frame, after the frames already queued or, with drop, instead of them.
+func (c *conn) end(code int, text string, drop bool) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, text
 		close(c.done)
+		c.qmu.Lock()
+		if drop {
+			clear(c.queue)
+			c.queue = c.queue[:0]
+			c.replayed = 0
+		}
+		c.queue = append(c.queue, outFrame{data: closeFrame(code, text), control: true, close: true})
+		c.closing = true
+		start := !c.writing
+		c.writing = true
+		c.qmu.Unlock()
+		if start {
+			c.srv.flusher.add(c)
+		}
 	})
 }
 
-// writeLoop writes queued frames and pings until the connection ends. It
-// runs in its own goroutine and is the only writer of data frames.
-func (c *conn) writeLoop() {
-	cfg := &c.srv.cfg
-	ping := time.NewTimer(cfg.PingPeriod)
-	defer ping.Stop()
-	for {
-		if c.ending() {
-			c.writeClose()
-			return
-		}
-		select {
-		case <-c.wake:
-			// Write everything queued in one system call, unless the
-			// connection is ending.
-			batch := c.take()
-			if len(batch) == 0 || c.ending() {
-				continue
-			}
-			if err := c.writeBatch(batch); err != nil {
-				c.fail(err)
-				return
-			}
-			if cfg.PublishLatency != nil {
-				now := time.Now().UnixNano()
-				for _, f := range batch {
-					if f.published != 0 {
-						cfg.PublishLatency(time.Duration(now - f.published))
-					}
-				}
-			}
-		case <-ping.C:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
-			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
-				c.fail(err)
-				return
-			}
-			ping.Reset(cfg.PingPeriod)
-		case <-c.done:
-			c.writeClose()
-			return
-		}
-	}
+// closedBy ends the connection after gorilla has sent the close frame
+// with code itself.
+func (c *conn) closedBy(code int) {
+	c.closeOnce.Do(func() {
+		c.closeCode = code
+		close(c.done)
+		c.qmu.Lock()
+		c.closing = true
+		c.qmu.Unlock()
+		c.finish()
+	})
 }
 
-// writeClose sends the close frame. The client has WriteWait to answer it
-// before readLoop gives up on its deadline.
-func (c *conn) writeClose() {
-	wait := c.srv.cfg.WriteWait
-	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait))
-	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(wait))
+// finish marks the connection's writing as over.
+func (c *conn) finish() {
+	c.finishOnce.Do(func() { close(c.finished) })
 }
 
 func (c *conn) ending() bool {
@@ -207,53 +254,21 @@ func (c *conn) ending() bool {
 	}
 }
 
-// writeBatch writes frames as WebSocket text frames with one writev.
-//
-// It writes to the network connection directly rather than through
-// gorilla's per-message writer, which costs a system call per frame.
-// That is safe because writeLoop is the only writer of data frames, and
-// the control frames gorilla may write from the read side (pong and close
-// replies) go out in single writes: the connection's write lock keeps
-// every frame whole, so frames only ever meet at frame boundaries.
-func (c *conn) writeBatch(frames []outFrame) error {
-	hdrs := c.hdrs[:0]
-	bufs := c.bufs[:0]
-	for _, f := range frames {
-		start := len(hdrs)
-		hdrs = appendFrameHeader(hdrs, len(f.data))
-		bufs = append(bufs, hdrs[start:len(hdrs):len(hdrs)], f.data)
-	}
-	c.hdrs, c.bufs = hdrs, bufs
-	nc := c.ws.NetConn()
-	_ = nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
-	out := bufs // WriteTo consumes its receiver
-	_, err := out.WriteTo(nc)
-	clear(bufs) // drop references to the frames
-	return err
-}
-
-// appendFrameHeader appends the header of an unmasked, final text frame
-// of n bytes (RFC 6455 section 5.2).
-func appendFrameHeader(b []byte, n int) []byte {
-	const finText = 0x81
-	switch {
-	case n < 126:
-		return append(b, finText, byte(n))
-	case n <= 0xFFFF:
-		return append(b, finText, 126, byte(n>>8), byte(n))
-	default:
-		return append(b, finText, 127,
-			byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
-			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-}
-
 // fail ends a connection whose write failed: closing the socket makes
 // readLoop return at once, which removes every subscription.
 func (c *conn) fail(err error) {
-	c.log.Debug("write failed", "err", err)
-	c.closeWith(websocket.CloseAbnormalClosure, "")
-	_ = c.ws.NetConn().Close()
+	c.logger().Debug("write failed", "err", err)
+	c.closeOnce.Do(func() {
+		c.closeCode = websocket.CloseAbnormalClosure
+		close(c.done)
+	})
+	c.qmu.Lock()
+	c.closing = true
+	clear(c.queue)
+	c.queue = nil
+	c.qmu.Unlock()
+	c.finish()
+	_ = c.nc.Close()
 }
 
 // readLoop reads and handles client frames until the connection ends, then
@@ -272,7 +287,8 @@ func (c *conn) readLoop(ctx context.Context) {
 			var ne net.Error
 			switch {
 			case errors.Is(err, websocket.ErrReadLimit):
-				c.log.Info("frame over the size limit", "limit", cfg.MaxFrameBytes)
+				c.logger().Info("frame over the size limit", "limit", cfg.MaxFrameBytes)
+				c.closedBy(websocket.CloseMessageTooBig) // gorilla sent it
 			case errors.As(err, &ne) && ne.Timeout():
 				// Not 1000: the client should reconnect.
 				c.closeWith(websocket.CloseGoingAway, "no pong within the timeout")
@@ -288,8 +304,28 @@ func (c *conn) readLoop(ctx context.Context) {
 			c.reply(errorFrame{Type: "error", Code: CodeInvalidFrame, Message: "binary frames are not supported; send JSON text frames"})
 			continue
 		}
-		c.handle(ctx, data)
+		c.aside(func() { c.handle(ctx, data) })
 	}
+}
+
+// aside runs f, the handling of a client frame, on a goroutine of its own
+// and waits for it. The reader, which is parked in a read most of its
+// life, so keeps a small stack: the deep work (JSON, Redis, token checks)
+// grows a short-lived stack instead. A panic in f ends this connection
+// with 1011 rather than the process.
+func (c *conn) aside(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if v := recover(); v != nil {
+				c.logger().Error("panic while handling a client frame", "panic", v, "stack", string(debug.Stack()))
+				c.closeWith(websocket.CloseInternalServerErr, "internal error")
+			}
+		}()
+		f()
+	}()
+	<-done
 }
 
 func (c *conn) reply(v any) { c.enqueue(encode(v)) }
@@ -352,7 +388,7 @@ func (c *conn) resolve(ctx context.Context, id string) (Target, *frameError) {
 	case errors.Is(err, ErrNotFound):
 		return t, errCallNotFound
 	}
-	c.log.Warn("resolve call failed", "err", err)
+	c.logger().Warn("resolve call failed", "err", err)
 	return t, errUnavailable
 }
 
@@ -362,11 +398,10 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 		return ferr
 	}
 	reply := encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: t.Record})
-	if sub, ok := c.subs[t.Key]; ok {
+	if sub := c.byKey(t.Key); sub != nil {
 		// Already following this call, maybe by its other identifier:
 		// events still arrive once.
-		if _, known := c.aliases[f.Call]; !known {
-			c.aliases[f.Call] = t.Key
+		if !slices.Contains(sub.ids, f.Call) {
 			sub.ids = append(sub.ids, f.Call)
 		}
 		c.enqueue(reply)
@@ -378,7 +413,7 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 	sctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
 	defer cancel()
 	if err := c.srv.cfg.Bus.Subscribe(sctx, t.Channel); err != nil {
-		c.log.Warn("bus subscribe failed", "channel", t.Channel, "err", err)
+		c.logger().Warn("bus subscribe failed", "channel", t.Channel, "err", err)
 		return errUnavailable
 	}
 	// Read the record again now that every later event will arrive: it
@@ -404,50 +439,47 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 		if errors.Is(err, errConnClosed) {
 			return nil
 		}
-		c.log.Warn("resume from history failed", "channel", t.Channel, "err", err)
+		c.logger().Warn("resume from history failed", "channel", t.Channel, "err", err)
 		return errUnavailable
 	}
-	c.subs[t.Key] = &subscription{channel: t.Channel, ids: []string{f.Call}}
-	c.aliases[f.Call] = t.Key
+	c.subs = append(c.subs, &subscription{key: t.Key, channel: t.Channel, ids: []string{f.Call}})
 	c.srv.metrics.subscriptions.Add(1)
 	return nil
 }
 
 func (c *conn) unsubscribe(ctx context.Context, f frame) *frameError {
-	key, ok := c.aliases[f.Call]
-	if !ok {
+	sub := c.byID(f.Call)
+	if sub == nil {
 		// The client may name the call by an identifier it did not
 		// subscribe with (a conversation_id linked since).
 		t, ferr := c.resolve(ctx, f.Call)
 		if ferr != nil && ferr.Code != CodeCallNotFound {
 			return ferr
 		}
-		key = t.Key
+		if t.Key != "" {
+			sub = c.byKey(t.Key)
+		}
 	}
-	if _, ok := c.subs[key]; !ok || key == "" {
+	if sub == nil {
 		return &frameError{CodeNotSubscribed, "this connection is not subscribed to that call"}
 	}
-	c.drop(ctx, key)
-	c.reply(unsubscribedFrame{Type: "unsubscribed", ID: f.ID, CallSID: key})
+	c.drop(ctx, sub)
+	c.reply(unsubscribedFrame{Type: "unsubscribed", ID: f.ID, CallSID: sub.key})
 	return nil
 }
 
-// drop ends the subscription to call key.
-func (c *conn) drop(ctx context.Context, key string) {
-	sub := c.subs[key]
+// drop ends subscription sub.
+func (c *conn) drop(ctx context.Context, sub *subscription) {
 	c.srv.hub.leave(sub.channel, c)
-	for _, id := range sub.ids {
-		delete(c.aliases, id)
-	}
-	delete(c.subs, key)
+	c.subs = slices.DeleteFunc(c.subs, func(s *subscription) bool { return s == sub })
 	c.srv.metrics.subscriptions.Add(-1)
 	c.srv.unsubscribe(ctx, c, sub.channel)
 }
 
 // cleanup removes every subscription of a finished connection.
 func (c *conn) cleanup(ctx context.Context) {
-	for key := range c.subs {
-		c.drop(ctx, key)
+	for len(c.subs) > 0 {
+		c.drop(ctx, c.subs[len(c.subs)-1])
 	}
 	if t := c.topic; t != nil && c.attached {
 		t.remove(c)

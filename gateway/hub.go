@@ -82,6 +82,9 @@ type hub struct {
 type hubShard struct {
 	mu    sync.Mutex
 	chans map[string]*channelState
+	// starts collects, during one delivery, the connections to hand to
+	// the flusher.
+	starts []*conn
 }
 
 // channelState is one followed call on this instance. Guarded by its
@@ -220,12 +223,22 @@ func (h *hub) deliver(channel string, payload []byte) int {
 			// Already queued: replayed, or a repeat.
 		case seq == f.last+1:
 			f.last = seq
-			if c.enqueueFrame(out) {
+			ok, start := c.push(out)
+			if ok {
 				n++
+			}
+			if start {
+				s.starts = append(s.starts, c)
 			}
 		default:
 			gap = true
 		}
+	}
+	if len(s.starts) > 0 {
+		// One hand-over for the whole delivery.
+		h.srv.flusher.add(s.starts...)
+		clear(s.starts)
+		s.starts = s.starts[:0]
 	}
 	if gap {
 		cs.held = append(cs.held, heldFrame{seq, payload})

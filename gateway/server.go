@@ -137,7 +137,8 @@ type Config struct {
 
 	// PublishLatency, if set, is called with the time from an event's
 	// publication to its write to a socket, for every live event
-	// written. It runs in the sockets' write loops and must be cheap.
+	// written. It runs on the goroutines that write to sockets and must
+	// be cheap.
 	PublishLatency func(time.Duration)
 
 	// Topics are the state topics served by TopicHandler, and
@@ -216,6 +217,9 @@ type Server struct {
 	hub      *hub
 	upgrader websocket.Upgrader
 	metrics  metrics
+	flusher  *flusher
+	// nextSlot numbers connections for the pinger.
+	nextSlot atomic.Uint32
 
 	// ctx is the parent of every connection's work; cancelled by Close.
 	ctx    context.Context
@@ -248,15 +252,19 @@ func NewServer(cfg Config) *Server {
 		topicsByChannel: make(map[string]*topicState),
 	}
 	s.hub = newHub(s)
+	s.flusher = newFlusher()
+	context.AfterFunc(ctx, s.flusher.stop)
+	go s.pinger()
 	for _, t := range cfg.Topics {
 		ts := &topicState{Topic: t, conns: make(map[*conn]int64)}
 		s.topics[t.Name] = ts
 		s.topicsByChannel[t.Channel] = ts
 	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
-		WriteBufferSize: 4096,
-		// Idle connections hold no write buffer.
+		// Client frames are small; larger ones are read in pieces.
+		ReadBufferSize: 256,
+		// The flusher writes frames itself, so gorilla's writer, and its
+		// buffer, are never used.
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
 		Error:           upgradeError,
@@ -300,7 +308,7 @@ func (s *Server) unsubscribe(ctx context.Context, c *conn, channel string) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SubscribeTimeout)
 	defer cancel()
 	if err := s.cfg.Bus.Unsubscribe(ctx, channel); err != nil {
-		c.log.Warn("bus unsubscribe failed", "channel", channel, "err", err)
+		c.logger().Warn("bus unsubscribe failed", "channel", channel, "err", err)
 	}
 }
 
@@ -335,7 +343,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 		writeHTTPError(w, http.StatusServiceUnavailable, "shutting_down", "this instance is shutting down; connect to another")
 		return
 	}
-	defer s.wg.Done()
+	upgraded := false
+	defer func() {
+		if !upgraded {
+			s.wg.Done()
+		}
+	}()
 	if s.metrics.connections.Load() >= int64(s.cfg.MaxConnections) {
 		writeHTTPError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance is at its connection limit; try another")
 		return
@@ -363,54 +376,54 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 		writeHTTPError(w, http.StatusTooManyRequests, "too_many_connections", "too many connections for this user")
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	c := &conn{
+		srv:         s,
+		id:          uuid.NewString(),
+		user:        "anonymous",
+		topic:       topic,
+		connectedAt: time.Now(),
+		slot:        s.nextSlot.Add(1),
+		done:        make(chan struct{}),
+		finished:    make(chan struct{}),
+	}
+	ws, err := s.upgrader.Upgrade(hijacker{w, c}, r, nil)
 	if err != nil {
 		if id != nil {
 			s.release(id.User)
 		}
 		return // the upgrader has answered
 	}
-	c := &conn{
-		srv:         s,
-		ws:          ws,
-		id:          uuid.NewString(),
-		user:        "anonymous",
-		topic:       topic,
-		connectedAt: time.Now(),
-		wake:        make(chan struct{}, 1),
-		done:        make(chan struct{}),
-		subs:        make(map[string]*subscription),
-		aliases:     make(map[string]string),
-	}
+	c.ws = ws
+	ws.SetPingHandler(func(data string) error {
+		c.enqueueFrame(outFrame{data: controlFrame(websocket.PongMessage, []byte(data)), control: true})
+		return nil
+	})
+	ws.SetCloseHandler(func(code int, _ string) error {
+		c.closeWith(code, "") // the echo of the client's close
+		return nil
+	})
 	if id != nil {
 		c.counted = true
 		c.setIdentity(*id)
 	}
-	c.log = s.log.With("conn", c.id)
-	if rid := w.Header().Get("X-Request-Id"); rid != "" {
-		c.log = c.log.With("request_id", rid)
-	}
+	c.requestID = w.Header().Get("X-Request-Id")
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.connections.Add(1)
+	// The connection gets a goroutine of its own and this one returns:
+	// everything the HTTP server held for the request is freed.
+	upgraded = true
+	go c.run(mustAuth, r.URL.Path)
+}
 
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
+// run serves an upgraded connection until it closes.
+func (c *conn) run(mustAuth bool, path string) {
+	s := c.srv
+	defer s.wg.Done()
 	if !mustAuth || c.awaitAuth() {
-		c.log.Info("connection opened", "user", c.user, "path", r.URL.Path)
-		ready := true
-		if topic == nil {
-			c.enqueue(c.welcome())
-		} else {
-			ready = s.attachTopic(s.ctx, c)
-		}
-		// token_expiring may only follow the welcome.
-		c.welcomed = true
-		c.scheduleExpiry()
+		ready := false
+		c.aside(func() { ready = c.open(path) })
 		if ready {
 			c.readLoop(s.ctx)
 		}
@@ -418,25 +431,43 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 	// Unsubscribing must finish even while the server shuts down.
 	c.cleanup(context.WithoutCancel(s.ctx))
 	c.closeWith(websocket.CloseNormalClosure, "")
-	<-writerDone
+	<-c.finished
 	// Finish the closing handshake: discard what the client still sends
 	// until its close frame (or WriteWait). Closing with unread input
 	// would reset the connection, and the client could lose the close
 	// frame, and its code, that was just sent. After a read error this
 	// returns at once.
-	_ = ws.NetConn().SetReadDeadline(time.Now().Add(s.cfg.WriteWait))
+	_ = c.nc.SetReadDeadline(time.Now().Add(s.cfg.WriteWait))
 	for {
-		if _, _, err := ws.NextReader(); err != nil {
+		if _, _, err := c.ws.NextReader(); err != nil {
 			break
 		}
 	}
-	_ = ws.Close()
+	_ = c.ws.Close()
 
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.metrics.connections.Add(-1)
-	c.log.Info("connection closed", "duration", time.Since(c.connectedAt).Round(time.Millisecond).String())
+	c.logger().Info("connection closed", "duration", time.Since(c.connectedAt).Round(time.Millisecond).String())
+}
+
+// open greets an accepted connection: its welcome, or for a topic its
+// subscription and current state. It reports whether the connection may
+// go on.
+func (c *conn) open(path string) bool {
+	s := c.srv
+	c.logger().Info("connection opened", "user", c.user, "path", path)
+	ready := true
+	if c.topic == nil {
+		c.enqueue(c.welcome())
+	} else {
+		ready = s.attachTopic(s.ctx, c)
+	}
+	// token_expiring may only follow the welcome.
+	c.welcomed = true
+	c.scheduleExpiry()
+	return ready
 }
 
 // upgradeError answers a request that could not be upgraded in the API's
@@ -489,7 +520,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			_ = c.ws.NetConn().Close()
+			_ = c.nc.Close()
 		}
 		s.mu.Unlock()
 		s.cancel()

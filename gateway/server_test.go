@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -320,21 +321,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	fast := dial(t, url)
 	fast.MustSubscribe("f", "EL_1")
 
-	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	sub, _ := json.Marshal(map[string]string{"type": "subscribe", "id": "s", "call": "EL_1"})
-	if err := ws.WriteMessage(websocket.TextMessage, sub); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"welcome", "subscribed"} {
-		_, data, err := ws.ReadMessage()
-		if err != nil || !strings.Contains(string(data), `"`+want+`"`) {
-			t.Fatalf("slow client: %s, %v", data, err)
-		}
-	}
+	ws := rawSubscriber(t, url, "EL_1")
 	// The slow client now stops reading. Socket buffers absorb some
 	// megabytes; then its queue fills.
 	pad := strings.Repeat("x", 64<<10)
@@ -366,6 +353,27 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// rawSubscriber returns a plain gorilla client subscribed to call, past
+// its welcome and subscribed frames, that reads only when the test does.
+func rawSubscriber(t *testing.T, url, call string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	sub, _ := json.Marshal(map[string]string{"type": "subscribe", "id": "s", "call": call})
+	if err := ws.WriteMessage(websocket.TextMessage, sub); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"welcome", "subscribed"} {
+		if _, data, err := ws.ReadMessage(); err != nil || !strings.Contains(string(data), `"`+want+`"`) {
+			t.Fatalf("subscriber: %s, %v", data, err)
+		}
+	}
+	return ws
+}
 
 func TestShutdownClosesWith1001(t *testing.T) {
 	srv, bus, url := startServer(t, gateway.Config{})
@@ -426,4 +434,60 @@ func TestFrameSizes(t *testing.T) {
 			t.Fatalf("frame %d: %d bytes, event %s; want %d bytes", i, len(f.Raw), f.EventID, size)
 		}
 	}
+}
+
+// TestStalledClientGetsEveryFrameIntact fills a client's socket while it
+// does not read, so that writes stop part-way through frames of every
+// header size, and has the client ping meanwhile, so that pongs join the
+// stream. Once it reads again, every event must arrive whole and in order.
+func TestStalledClientGetsEveryFrameIntact(t *testing.T) {
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096})
+	ws := rawSubscriber(t, url, "EL_1")
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := []int{10, 125, 126, 200, 65535, 65536, 70000, 1 << 20}
+	const n = 200
+	pads := make([]int, n)
+	total := 0
+	for i := range pads {
+		pads[i] = sizes[rng.IntN(len(sizes))] + rng.IntN(3)
+		total += pads[i]
+		mem.publish(srv, "EL_1", `,"pad":"`+strings.Repeat(string(rune('a'+i%26)), pads[i])+`"`)
+		if i%20 == 0 {
+			if err := ws.WriteControl(websocket.PingMessage, []byte(itoa(i)), time.Now().Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pongs := 0
+	ws.SetPongHandler(func(string) error { pongs++; return nil })
+	for i := range n {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("event %d: %v", i+1, err)
+		}
+		var f struct {
+			EventID string `json:"event_id"`
+			Pad     string `json:"pad"`
+		}
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatalf("event %d: %v", i+1, err)
+		}
+		want := strings.Repeat(string(rune('a'+i%26)), pads[i])
+		if f.EventID != itoa(i+1) || f.Pad != want {
+			t.Fatalf("frame %d: event_id %s with %d pad bytes, want %d with %d", i+1, f.EventID, len(f.Pad), i+1, pads[i])
+		}
+	}
+	// A pong to the protocol's ping comes after those to every control
+	// ping, which the client sent first.
+	ping, _ := json.Marshal(map[string]string{"type": "ping", "id": "last"})
+	if err := ws.WriteMessage(websocket.TextMessage, ping); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := ws.ReadMessage(); err != nil || !strings.Contains(string(data), `"pong"`) {
+		t.Fatalf("%s, %v", data, err)
+	}
+	if pongs != n/20 {
+		t.Fatalf("%d pongs, want %d", pongs, n/20)
+	}
+	t.Logf("%d events, %d MiB, %d pongs, all intact", n, total>>20, pongs)
 }

@@ -158,7 +158,7 @@ func (s *Server) attachTopic(ctx context.Context, c *conn) bool {
 		}
 	}
 	if err != nil {
-		c.log.Warn("topic unavailable", "topic", t.Name, "err", err)
+		c.logger().Warn("topic unavailable", "topic", t.Name, "err", err)
 		c.closeWith(closeTryAgainLater, "event bus unavailable; reconnect later")
 		return false
 	}

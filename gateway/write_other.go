@@ -1,0 +1,12 @@
+//go:build !linux
+
+package gateway
+
+import "syscall"
+
+// sysScratch is empty where there is no non-blocking writev.
+type sysScratch struct{}
+
+// writeNow writes nothing: every batch is written by a goroutine that may
+// block.
+func (*sysScratch) writeNow(syscall.RawConn, [][]byte) (int, error) { return 0, nil }

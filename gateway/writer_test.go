@@ -1,0 +1,40 @@
+package gateway
+
+import (
+	"bytes"
+	"testing"
+)
+
+// TestRemainder checks the unwritten part of a batch for every split
+// point, including inside headers and payloads and at empty headers.
+func TestRemainder(t *testing.T) {
+	var w writeScratch
+	frames := []outFrame{
+		{data: []byte("abc")},
+		{data: pingFrame, control: true},
+		{data: bytes.Repeat([]byte("x"), 300)},
+		{data: []byte{}},
+	}
+	bufs := w.build(frames)
+	whole := bytes.Join(bufs, nil)
+	if want := 2 + 3 + 2 + 4 + 300 + 2; len(whole) != want {
+		t.Fatalf("batch is %d bytes, want %d", len(whole), want)
+	}
+	for n := 0; n <= len(whole); n++ {
+		rest := remainder(bufs, n)
+		if got := bytes.Join(rest, nil); !bytes.Equal(got, whole[n:]) {
+			t.Fatalf("after %d bytes: %q, want %q", n, got, whole[n:])
+		}
+		// The copy must not share the scratch headers.
+		for i := range w.hdrs {
+			w.hdrs[i] ^= 0xff
+		}
+		got := bytes.Join(rest, nil)
+		for i := range w.hdrs {
+			w.hdrs[i] ^= 0xff
+		}
+		if !bytes.Equal(got, whole[n:]) {
+			t.Fatalf("after %d bytes the remainder changed with the scratch space", n)
+		}
+	}
+}
