@@ -49,12 +49,17 @@ type HandlerConfig struct {
 	MaxPostCallBody int64
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// CallCacheTTL is how long live webhooks may use a call record read
+	// before (only of calls in progress; see callCache). Zero: every
+	// live webhook reads the record from Redis.
+	CallCacheTTL time.Duration
 }
 
 // Handler serves the call API and the webhooks.
 type Handler struct {
-	cfg HandlerConfig
-	log *slog.Logger
+	cfg   HandlerConfig
+	log   *slog.Logger
+	cache *callCache // nil: none
 }
 
 // NewHandler returns a Handler with cfg's defaults filled in.
@@ -68,7 +73,11 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "calls")}
+	h := &Handler{cfg: cfg, log: cfg.Logger.With("component", "calls")}
+	if cfg.CallCacheTTL > 0 {
+		h.cache = newCallCache(cfg.CallCacheTTL)
+	}
+	return h
 }
 
 // Register adds the routes: to api (which the caller guards with an API
@@ -169,7 +178,7 @@ func (h *Handler) saveCall(c echo.Context) error {
 		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object with call_sid and optional conversation_id, status, org: "+err.Error())
 	}
 	ctx := c.Request().Context()
-	saved, err := h.cfg.Store.Save(ctx, u)
+	saved, err := h.save(ctx, u)
 	if err != nil {
 		return h.storeError(c, err)
 	}
@@ -360,7 +369,7 @@ func (h *Handler) postCallCall(ctx context.Context, pc PostCall, status Status) 
 			sid = pc.CallSIDs[0]
 		}
 	}
-	saved, err := h.cfg.Store.Save(ctx, Update{CallSID: sid, ConversationID: pc.ConversationID, Status: status})
+	saved, err := h.save(ctx, Update{CallSID: sid, ConversationID: pc.ConversationID, Status: status})
 	if err != nil {
 		return Call{}, err
 	}
@@ -372,14 +381,29 @@ func (h *Handler) postCallCall(ctx context.Context, pc PostCall, status Status) 
 
 // liveCall finds the call of a live event by its call_sid, else by its
 // conversation_id.
+// save saves u and refreshes the cache of calls with the result.
+func (h *Handler) save(ctx context.Context, u Update) (Saved, error) {
+	saved, err := h.cfg.Store.Save(ctx, u)
+	if err == nil {
+		h.cache.put(saved.Call)
+	}
+	return saved, err
+}
+
 func (h *Handler) liveCall(ctx context.Context, ev Live) (Call, error) {
 	err := ErrNotFound
 	for _, id := range []string{ev.CallSID, ev.ConversationID} {
 		if id == "" {
 			continue
 		}
+		if call, ok := h.cache.get(id); ok {
+			return call, nil
+		}
 		var call Call
 		if call, err = h.cfg.Store.Resolve(ctx, id); !errors.Is(err, ErrNotFound) {
+			if err == nil {
+				h.cache.remember(id, call)
+			}
 			return call, err
 		}
 	}
@@ -441,7 +465,7 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 		u.Status = StatusInProgress
 	}
 	if u.ConversationID != "" || u.Status != "" {
-		saved, err := h.cfg.Store.Save(ctx, u)
+		saved, err := h.save(ctx, u)
 		if err != nil {
 			return h.storeError(c, err)
 		}

@@ -85,7 +85,8 @@ func ValidID(id string) bool {
 // keyed by the conversation and lives elsewhere.
 type Keys struct{ Prefix string }
 
-func (k Keys) record(sid string) string { return k.Prefix + ":call:{" + sid + "}" }
+// Record is the key of the call's record, a hash.
+func (k Keys) Record(sid string) string { return k.Prefix + ":call:{" + sid + "}" }
 
 // Seq is the key of the call's event counter.
 func (k Keys) Seq(sid string) string { return k.Prefix + ":call:{" + sid + "}:seq" }
@@ -147,7 +148,7 @@ func (s *Store) Resolve(ctx context.Context, id string) (Call, error) {
 		return Call{}, ErrNotFound
 	}
 	res, err := resolveScript.Run(ctx, s.rdb,
-		[]string{s.keys.record(id), s.keys.conversation(id)},
+		[]string{s.keys.Record(id), s.keys.conversation(id)},
 		s.keys.Prefix+":call:{", "}").StringSlice()
 	if err != nil {
 		return Call{}, fmt.Errorf("resolve call %q: %w", id, err)
@@ -252,7 +253,7 @@ func (s *Store) Save(ctx context.Context, u Update) (Saved, error) {
 	if err := u.validate(); err != nil {
 		return Saved{}, err
 	}
-	keys := []string{s.keys.record(u.CallSID)}
+	keys := []string{s.keys.Record(u.CallSID)}
 	if u.ConversationID != "" {
 		keys = append(keys, s.keys.conversation(u.ConversationID))
 	}

@@ -150,6 +150,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		MaxBody:         cfg.MaxBody,
 		MaxPostCallBody: cfg.MaxPostCallBody,
 		Logger:          log,
+		CallCacheTTL:    cfg.CallCacheTTL,
 	})
 
 	e := echo.New()

@@ -65,6 +65,7 @@ type config struct {
 	DedupTTL         time.Duration
 	HistoryEvents    int64
 	HistoryTTL       time.Duration
+	CallCacheTTL     time.Duration
 	ShutdownTimeout  time.Duration
 }
 
@@ -153,6 +154,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", 24*time.Hour, "how long a webhook delivery is remembered to drop its repeats")
 	fs.Int64Var(&c.HistoryEvents, "history-events", 1000, "events kept per call for clients that resume (approximate)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long a call's event history is kept after the call is done or failed")
+	fs.DurationVar(&c.CallCacheTTL, "call-cache-ttl", 2*time.Second, "how long live webhooks may reuse a call record of a call in progress read before; 0 reads it every time")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: callgate [flags]\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
@@ -278,6 +280,9 @@ func (c config) validate() error {
 		{"auth-timeout", int64(c.AuthTimeout)}, {"token-expiry-warning", int64(c.TokenWarning)},
 		{"max-connections", int64(c.MaxConnections)}, {"max-connections-per-user", int64(c.MaxConnsPerUser)},
 		{"max-frame-rate", int64(c.MaxFrameRate * 1000)}, {"max-frame-burst", int64(c.MaxFrameBurst)},
+	}
+	if c.CallCacheTTL < 0 {
+		errs = append(errs, fmt.Errorf("--call-cache-ttl (%s) must not be negative", envName("call-cache-ttl")))
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

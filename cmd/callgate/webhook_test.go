@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -239,4 +240,50 @@ func TestLargeAudioWebhook(t *testing.T) {
 	}
 	c := in.ws()
 	c.MustSubscribe("s", "conv_big")
+}
+
+// TestLiveWebhooksReuseCallRecords checks --call-cache-ttl: live webhooks
+// of a call in progress reuse the record this instance read or saved, so
+// that each costs one Redis round trip, and a change saved on this
+// instance is seen at once. The record is deleted behind the instance's
+// back to show which webhooks read it.
+func TestLiveWebhooksReuseCallRecords(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	const sid = "EL_cached"
+	event := func(n int) []byte {
+		return liveBody("call_sid", sid, json.RawMessage(`{"type":"interruption","interruption_event":{"event_id":`+strconv.Itoa(n)+`}}`))
+	}
+	start := func(t *testing.T, ttl time.Duration) (*instance, func()) {
+		prefix := redistest.Prefix(t)
+		a := startInstance(t, srv, prefix, "a", func(c *config) { c.CallCacheTTL = ttl })
+		a.saveCall(calls.Update{CallSID: sid, Status: calls.StatusInProgress})
+		a.mustPublish("/webhooks/transcription", event(1))
+		forget := func() {
+			if err := rdb.Del(context.Background(), calls.Keys{Prefix: prefix}.Record(sid)).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return a, forget
+	}
+	t.Run("cached", func(t *testing.T) {
+		a, deleteRecord := start(t, time.Hour)
+		deleteRecord()
+		a.mustPublish("/webhooks/transcription", event(2))
+	})
+	t.Run("off", func(t *testing.T) {
+		a, deleteRecord := start(t, 0)
+		deleteRecord()
+		if status, out := a.webhook("/webhooks/transcription", event(2)); status != http.StatusNotFound {
+			t.Fatalf("without the cache, a deleted call: %d %v", status, out)
+		}
+	})
+	t.Run("ended here", func(t *testing.T) {
+		a, deleteRecord := start(t, time.Hour)
+		a.saveCall(calls.Update{CallSID: sid, Status: calls.StatusDone})
+		deleteRecord()
+		if status, out := a.webhook("/webhooks/transcription", event(2)); status != http.StatusNotFound {
+			t.Fatalf("after the call ended on this instance: %d %v", status, out)
+		}
+	})
 }
