@@ -308,14 +308,14 @@ func (c *conn) readLoop(ctx context.Context) {
 	}
 }
 
-// aside runs f, the handling of a client frame, on a goroutine of its own
-// and waits for it. The reader, which is parked in a read most of its
-// life, so keeps a small stack: the deep work (JSON, Redis, token checks)
-// grows a short-lived stack instead. A panic in f ends this connection
-// with 1011 rather than the process.
+// aside runs f, the handling of a client frame, on another goroutine and
+// waits for it. The reader, which is parked in a read most of its life,
+// so keeps a small stack: the deep work (JSON, Redis, token checks) runs
+// on the server's handler goroutines, whose grown stacks are reused. A
+// panic in f ends this connection with 1011 rather than the process.
 func (c *conn) aside(f func()) {
 	done := make(chan struct{})
-	go func() {
+	c.srv.handlers.run(func() {
 		defer close(done)
 		defer func() {
 			if v := recover(); v != nil {
@@ -324,7 +324,7 @@ func (c *conn) aside(f func()) {
 			}
 		}()
 		f()
-	}()
+	})
 	<-done
 }
 

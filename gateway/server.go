@@ -218,6 +218,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	metrics  metrics
 	flusher  *flusher
+	// handlers run the handling of client frames (see conn.aside).
+	handlers *handlerPool
 	// nextSlot numbers connections for the pinger.
 	nextSlot atomic.Uint32
 
@@ -253,6 +255,7 @@ func NewServer(cfg Config) *Server {
 	}
 	s.hub = newHub(s)
 	s.flusher = newFlusher()
+	s.handlers = newHandlerPool(2 * time.Second)
 	context.AfterFunc(ctx, s.flusher.stop)
 	go s.pinger()
 	for _, t := range cfg.Topics {
