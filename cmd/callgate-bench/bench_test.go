@@ -282,3 +282,19 @@ func TestTrackCountsGapsRepeatsAndLateEvents(t *testing.T) {
 		t.Error("repeats accepted or a late event refused")
 	}
 }
+
+func TestParseCPUTimes(t *testing.T) {
+	stat := "cpu  100 5 50 800 10 1 4 30 7 0\ncpu0 50 2 25 400 5 0 2 15 3 0\ncpu1 50 3 25 400 5 1 2 15 4 0\nintr 123\n"
+	got, err := parseCPUTimes(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// total: the first eight fields; busy: without idle and iowait.
+	want := cpuTimes{total: 1000, busy: 190, steal: 30, cpus: 2}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if _, err := parseCPUTimes("intr 1\n"); err == nil {
+		t.Fatal("no cpu line: no error")
+	}
+}

@@ -82,21 +82,94 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procWatch samples a set of processes at the start and end of a phase.
+// cpuTimes are the machine's CPU times in /proc/stat's "cpu" line, in
+// ticks; busy excludes idle and iowait.
+type cpuTimes struct {
+	total, busy, steal int64
+	cpus               int
+}
+
+// readCPUTimes reads the machine's CPU times from /proc/stat.
+func readCPUTimes() (cpuTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	return parseCPUTimes(string(b))
+}
+
+// parseCPUTimes reads /proc/stat: "cpu user nice system idle iowait irq
+// softirq steal …" (guest time is already counted in user), then one
+// "cpuN" line per CPU.
+func parseCPUTimes(stat string) (cpuTimes, error) {
+	var t cpuTimes
+	found := false
+	for line := range strings.SplitSeq(stat, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") {
+			continue
+		}
+		if f[0] != "cpu" {
+			t.cpus++
+			continue
+		}
+		if len(f) < 9 {
+			return t, fmt.Errorf("/proc/stat: %q has too few fields", line)
+		}
+		var v [8]int64
+		for i := range v {
+			n, err := strconv.ParseInt(f[i+1], 10, 64)
+			if err != nil {
+				return t, fmt.Errorf("/proc/stat: %q: %w", line, err)
+			}
+			v[i] = n
+			t.total += n
+		}
+		t.busy = t.total - v[3] - v[4]
+		t.steal = v[7]
+		found = true
+	}
+	if !found {
+		return t, fmt.Errorf("/proc/stat: no cpu line")
+	}
+	return t, nil
+}
+
+// procWatch samples a set of processes, and the machine's CPU times, at
+// the start and end of a phase.
 type procWatch struct {
 	pids   []int
 	before []procSample
 	errs   []error
+	cpu    cpuTimes
+	cpuErr error
 }
 
 func newProcWatch(pids []int) *procWatch {
 	return &procWatch{pids: pids, before: make([]procSample, len(pids)), errs: make([]error, len(pids))}
 }
 
-// start samples every process.
+// start samples every process and the machine.
 func (w *procWatch) start() {
 	for i, pid := range w.pids {
 		w.before[i], w.errs[i] = readProc(pid)
+	}
+	w.cpu, w.cpuErr = readCPUTimes()
+}
+
+// machine reports how busy the machine's CPUs were since start, and how
+// much of their time the hypervisor gave to others (steal); nil where
+// /proc/stat cannot be read.
+func (w *procWatch) machine() *Machine {
+	now, err := readCPUTimes()
+	if err != nil || w.cpuErr != nil || now.total <= w.cpu.total {
+		return nil
+	}
+	total := float64(now.total - w.cpu.total)
+	return &Machine{
+		CPUs:         now.cpus,
+		BusyPercent:  round3(100 * float64(now.busy-w.cpu.busy) / total),
+		StealPercent: round3(100 * float64(now.steal-w.cpu.steal) / total),
 	}
 }
 

@@ -28,10 +28,12 @@ type Result struct {
 	Deliveries  *Deliveries `json:"deliveries,omitempty"`
 	Churn       *Churn      `json:"churn,omitempty"`
 
-	Processes            []ProcResult `json:"processes,omitempty"`
-	CPUMicrosPerDelivery float64      `json:"cpu_us_per_delivery,omitempty"`
-	CPUMicrosPerPair     float64      `json:"cpu_us_per_pair,omitempty"`
-	RSSPerConnectionKB   float64      `json:"rss_per_connection_kb,omitempty"`
+	Processes []ProcResult `json:"processes,omitempty"`
+	// Machine is what all of the machine's CPUs did meanwhile.
+	Machine              *Machine `json:"machine,omitempty"`
+	CPUMicrosPerDelivery float64  `json:"cpu_us_per_delivery,omitempty"`
+	CPUMicrosPerPair     float64  `json:"cpu_us_per_pair,omitempty"`
+	RSSPerConnectionKB   float64  `json:"rss_per_connection_kb,omitempty"`
 	// BenchCPUSeconds is this tool's own CPU time in the measured phase:
 	// near the machine's capacity, the client was the limit.
 	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
@@ -42,6 +44,16 @@ type Result struct {
 	HTTPStatus   map[string]int64 `json:"http_status,omitempty"`
 	ServerCloses map[string]int64 `json:"server_closes,omitempty"`
 	ServerErrors map[string]int64 `json:"server_errors,omitempty"`
+}
+
+// Machine is the use of the machine's CPUs during the measured phase.
+type Machine struct {
+	CPUs int `json:"cpus"`
+	// BusyPercent is the share of CPU time not idle, all processes.
+	BusyPercent float64 `json:"busy_percent"`
+	// StealPercent is the share of CPU time a hypervisor gave to other
+	// guests: a run with much of it measured a slower machine.
+	StealPercent float64 `json:"steal_percent"`
 }
 
 // Settings echo the run's configuration.
@@ -273,6 +285,9 @@ func writeText(w io.Writer, r *Result) error {
 		row("rss per connection", "%.1f KiB", r.RSSPerConnectionKB)
 	}
 	row("bench cpu", "%.2f s", r.BenchCPUSeconds)
+	if m := r.Machine; m != nil {
+		row("machine", "%d cpus, %.0f%% busy, %.1f%% stolen by the hypervisor", m.CPUs, m.BusyPercent, m.StealPercent)
+	}
 	row("errors", "%d", r.Errors)
 	for _, m := range []struct {
 		name string

@@ -147,6 +147,7 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	}
 	end := time.Now()
 	res.Processes = watch.finish()
+	res.Machine = watch.machine()
 	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
 	res.Connections.OpenAtEnd = int(b.open.Load())
 	p.phase("closing")
@@ -220,6 +221,7 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 		}
 	}
 	res.Processes = watch.finish()
+	res.Machine = watch.machine()
 	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
 	res.Seconds = round3(time.Since(start).Seconds())
 	res.Connections.Subscribed = len(socks)
@@ -306,6 +308,7 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	res.Processes = watch.finish()
+	res.Machine = watch.machine()
 	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
 	res.Seconds = round3(elapsed.Seconds())
 	res.Connections.OpenAtEnd = int(b.open.Load())
