@@ -156,7 +156,7 @@ func (s *Store) Resolve(ctx context.Context, id string) (Call, error) {
 	if len(res) == 0 {
 		return Call{}, ErrNotFound
 	}
-	return parseRecord(res)
+	return ParseRecord(res)
 }
 
 // Update is a change to a call. Empty fields are left as they are.
@@ -279,15 +279,15 @@ func (s *Store) Save(ctx context.Context, u Update) (Saved, error) {
 		str, _ := v.(string)
 		fields = append(fields, str)
 	}
-	c, err := parseRecord(fields)
+	c, err := ParseRecord(fields)
 	if err != nil {
 		return Saved{}, err
 	}
 	return Saved{Call: c, Created: flag(res[0]), StatusChanged: flag(res[1]), Linked: flag(res[2])}, nil
 }
 
-// parseRecord reads HGETALL's field, value pairs.
-func parseRecord(kv []string) (Call, error) {
+// ParseRecord reads a call record from HGETALL's field, value pairs.
+func ParseRecord(kv []string) (Call, error) {
 	var c Call
 	for i := 0; i+1 < len(kv); i += 2 {
 		v := kv[i+1]

@@ -39,8 +39,9 @@ func (c *benchCall) Resolve(ctx context.Context, id string) (gateway.Target, err
 	}, nil
 }
 
-func (c *benchCall) After(ctx context.Context, key string, after int64) ([]gateway.Event, int64, error) {
-	return nil, c.last.Load(), nil
+func (c *benchCall) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
+	t, _ := c.Resolve(ctx, key)
+	return gateway.HistoryRead{Last: c.last.Load(), Record: t.Record}, nil
 }
 
 // fanoutWindow bounds how far delivery runs ahead of the slowest client,

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -451,28 +452,19 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 		c.logger().Warn("bus subscribe failed", "channel", t.Channel, "err", err)
 		return errUnavailable
 	}
-	// Read the record again now that every later event will arrive: it
-	// and its last event_id are the starting point of a client that did
-	// not ask to resume.
-	fresh, ferr := c.resolve(ctx, f.Call)
-	if ferr == nil && fresh.Key != t.Key {
-		ferr = errCallNotFound
+	// The catch-up reads the record, and where a client that did not ask
+	// to resume starts, after the subscription is confirmed: every later
+	// event will arrive.
+	replyFor := func(record json.RawMessage, recovered *bool) []byte {
+		return encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: record, Recovered: recovered})
 	}
-	if ferr != nil {
+	if err := c.srv.hub.join(sctx, t.Channel, t.Key, c, f.Since, replyFor); err != nil {
 		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
-		return ferr
-	}
-	after := fresh.Seq
-	if f.Since >= 0 {
-		after = f.Since
-	}
-	replyFor := func(recovered *bool) []byte {
-		return encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: fresh.Record, Recovered: recovered})
-	}
-	if err := c.srv.hub.join(sctx, t.Channel, t.Key, c, after, f.Since, replyFor); err != nil {
-		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
-		if errors.Is(err, errConnClosed) {
+		switch {
+		case errors.Is(err, errConnClosed):
 			return nil
+		case errors.Is(err, errCallGone):
+			return errCallNotFound
 		}
 		c.logger().Warn("resume from history failed", "channel", t.Channel, "err", err)
 		return errUnavailable

@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"hash/maphash"
 	"math"
 	"strconv"
@@ -118,9 +120,17 @@ type joinRequest struct {
 	// since is the event_id the client asked to resume after; -1 if it
 	// did not ask.
 	since int64
-	reply func(recovered *bool) []byte
+	// reply builds the subscribed reply from the call's record.
+	reply func(record json.RawMessage, recovered *bool) []byte
 	done  chan error
 }
+
+// startNow is the last event_id of a follower that starts with the events
+// after the catch-up's read: it needs no history.
+const startNow = math.MaxInt64
+
+// errCallGone: the call's record no longer exists.
+var errCallGone = errors.New("gateway: call no longer exists")
 
 func newHub(s *Server) *hub {
 	h := &hub{srv: s, seed: maphash.MakeSeed()}
@@ -134,13 +144,19 @@ func (h *hub) shard(channel string) *hubShard {
 	return &h.shards[maphash.String(h.seed, channel)%hubShards]
 }
 
-// join registers c on channel, resuming after the event after. A catch-up
-// from history then queues, in order: the reply (given whether the resume
-// was complete when since >= 0), every stored event after it, and then
-// live events. join returns once that is done, or with the error that
-// prevented it (c is then not registered).
-func (h *hub) join(ctx context.Context, channel, key string, c *conn, after, since int64, reply func(*bool) []byte) error {
+// join registers c on channel, resuming after the event since, or when
+// since < 0 starting with the events after the catch-up's read of the
+// call. That catch-up then queues, in order: the reply (built from the
+// record it read, and given whether the resume was complete when since >=
+// 0), every stored event after since, and then live events. join returns
+// once that is done, or with the error that prevented it (c is then not
+// registered); errCallGone if the call no longer exists.
+func (h *hub) join(ctx context.Context, channel, key string, c *conn, since int64, reply func(json.RawMessage, *bool) []byte) error {
 	req := &joinRequest{since: since, reply: reply, done: make(chan error, 1)}
+	after := since
+	if since < 0 {
+		after = startNow
+	}
 	s := h.shard(channel)
 	s.mu.Lock()
 	cs := s.chans[channel]
@@ -278,14 +294,17 @@ func (h *hub) catchUp(cs *channelState) {
 		s.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(h.srv.ctx, h.srv.cfg.SubscribeTimeout)
-		events, last, err := h.srv.cfg.History.After(ctx, key, after)
+		read, err := h.srv.cfg.History.After(ctx, key, after)
 		cancel()
 
 		s.mu.Lock()
 		if err != nil {
 			h.failJoins(cs, err)
 		} else {
-			h.apply(cs, events, last, after)
+			if read.Record == nil {
+				h.failJoins(cs, errCallGone)
+			}
+			h.apply(cs, read, after)
 			// Every held frame was published before the next read of
 			// history, if there is one, so none is needed beyond here.
 			cs.held = nil
@@ -322,11 +341,12 @@ func (h *hub) failJoins(cs *channelState, err error) {
 	}
 }
 
-// apply queues history and held frames to the followers of cs; events
-// are those after the event after. Followers that joined since that read
-// began and need older events are left for the next round. Called with
-// the shard's mu held.
-func (h *hub) apply(cs *channelState, events []Event, last, after int64) {
+// apply queues history and held frames to the followers of cs; the read
+// holds the events after the event after. Followers that joined since
+// that read began and need older events are left for the next round.
+// Called with the shard's mu held.
+func (h *hub) apply(cs *channelState, read HistoryRead, after int64) {
+	events, last := read.Events, read.Last
 	delivered := 0
 	for c, f := range cs.subs {
 		if f.last < after {
@@ -340,11 +360,12 @@ func (h *hub) apply(cs *channelState, events []Event, last, after int64) {
 				recovered = &ok
 			}
 			if f.last > last {
-				// The client knows more than the store does: the call's
-				// history was lost and numbering started again.
+				// Starting now; or the client knows more than the store
+				// does: the call's history was lost and numbering started
+				// again.
 				f.last = last
 			}
-			c.enqueue(j.reply(recovered))
+			c.enqueue(j.reply(read.Record, recovered))
 			j.done <- nil
 		}
 		var batch [][]byte

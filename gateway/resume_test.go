@@ -71,7 +71,7 @@ type gatedHistory struct {
 	release chan struct{}
 }
 
-func (g *gatedHistory) After(ctx context.Context, key string, after int64) ([]gateway.Event, int64, error) {
+func (g *gatedHistory) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
 	g.entered <- struct{}{}
 	<-g.release
 	return g.memCalls.After(ctx, key, after)

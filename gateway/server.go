@@ -52,10 +52,20 @@ type Event struct {
 
 // History reads the events a call has published.
 type History interface {
-	// After returns the events of call key numbered after after, oldest
-	// first, and the call's last event_id. Events the history no longer
-	// holds are missing.
-	After(ctx context.Context, key string, after int64) ([]Event, int64, error)
+	// After reads, at one moment, the events of call key numbered after
+	// after, oldest first (events the history no longer holds are
+	// missing), the call's last event_id, and the call's record.
+	After(ctx context.Context, key string, after int64) (HistoryRead, error)
+}
+
+// HistoryRead is what History.After read.
+type HistoryRead struct {
+	Events []Event
+	// Last is the call's last event_id.
+	Last int64
+	// Record is the call as JSON, as the subscribed reply carries it;
+	// nil if the call no longer exists.
+	Record json.RawMessage
 }
 
 // ErrNotFound is returned by a Resolver for an unknown identifier.

@@ -95,10 +95,11 @@ type memCalls struct {
 	events map[string][]gateway.Event // by call key; may be trimmed
 	last   map[string]int64           // last event_id by call key
 	fail   error                      // History fails with it when set
+	gone   map[string]bool            // calls whose record History no longer finds
 }
 
 func newMemCalls() *memCalls {
-	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]int64{}}
+	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]int64{}, gone: map[string]bool{}}
 }
 
 func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, error) {
@@ -112,19 +113,22 @@ func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, erro
 	return t, nil
 }
 
-func (m *memCalls) After(ctx context.Context, key string, after int64) ([]gateway.Event, int64, error) {
+func (m *memCalls) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return nil, 0, m.fail
+		return gateway.HistoryRead{}, m.fail
 	}
-	var out []gateway.Event
+	read := gateway.HistoryRead{Last: m.last[key]}
 	for _, e := range m.events[key] {
 		if e.Seq > after {
-			out = append(out, e)
+			read.Events = append(read.Events, e)
 		}
 	}
-	return out, m.last[key], nil
+	if t, ok := testCalls[key]; ok && !m.gone[key] {
+		read.Record = t.Record
+	}
+	return read, nil
 }
 
 // record numbers and stores an event of call key without delivering it,
@@ -298,6 +302,27 @@ func TestBusFailureIsUnavailable(t *testing.T) {
 	c := dial(t, url)
 	if f := c.Subscribe("a", "EL_1"); f.Code != gateway.CodeUnavailable || f.ID != "a" {
 		t.Fatalf("got %s", f.Raw)
+	}
+	alive(t, c)
+}
+
+// TestCallGoneWhileSubscribing: the call's record disappears (it expired)
+// between the resolve and the read that follows the confirmed
+// subscription. The client gets call_not_found, nothing stays
+// subscribed, and the connection goes on.
+func TestCallGoneWhileSubscribing(t *testing.T) {
+	srv, bus, url := startServer(t, gateway.Config{})
+	mem.mu.Lock()
+	mem.gone["EL_1"] = true
+	mem.mu.Unlock()
+	c := dial(t, url)
+	c.Send(map[string]string{"type": "subscribe", "id": "s", "call": "EL_1"})
+	if f := c.Expect("error"); f.Code != gateway.CodeCallNotFound || f.ID != "s" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	bus.waitRefs(t, 0)
+	if n := srv.Stats().Subscriptions; n != 0 {
+		t.Fatalf("%d subscriptions left", n)
 	}
 	alive(t, c)
 }

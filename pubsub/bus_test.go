@@ -3,6 +3,7 @@ package pubsub_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,22 +237,27 @@ func TestHistoryRange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	entries, last, err := bus.Range(ctx, seq, hist, 295)
+	rec := prefix + ":rec"
+	if err := srv.Client(t).HSet(ctx, rec, "k", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := bus.Range(ctx, seq, hist, rec, 295)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last != 300 || len(entries) != 5 {
-		t.Fatalf("after 295: last %d, %d entries", last, len(entries))
+	if sp.Last != 300 || len(sp.Entries) != 5 || !slices.Equal(sp.With, []string{"k", "v"}) {
+		t.Fatalf("after 295: last %d, %d entries, with %q", sp.Last, len(sp.Entries), sp.With)
 	}
-	for i, e := range entries {
+	for i, e := range sp.Entries {
 		if want := int64(296 + i); e.Seq != want || string(e.Payload) != fmt.Sprintf("m%d.", want) {
 			t.Fatalf("entry %d: %d %q", i, e.Seq, e.Payload)
 		}
 	}
-	all, _, err := bus.Range(ctx, seq, hist, 0)
+	sp, err = bus.Range(ctx, seq, hist, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	all := sp.Entries
 	if len(all) < 10 || len(all) > 200 || all[0].Seq == 1 || all[len(all)-1].Seq != 300 {
 		t.Fatalf("trimmed history: %d entries from %d to %d", len(all), all[0].Seq, all[len(all)-1].Seq)
 	}
@@ -260,9 +266,9 @@ func TestHistoryRange(t *testing.T) {
 			t.Fatalf("history not contiguous at %d", all[i].Seq)
 		}
 	}
-	none, last, err := bus.Range(ctx, prefix+":noseq", prefix+":nohist", 0)
-	if err != nil || len(none) != 0 || last != 0 {
-		t.Fatalf("empty sequence: %v %d %v", none, last, err)
+	sp, err = bus.Range(ctx, prefix+":noseq", prefix+":nohist", prefix+":norec", 0)
+	if err != nil || len(sp.Entries) != 0 || sp.Last != 0 || len(sp.With) != 0 {
+		t.Fatalf("empty sequence: %+v %v", sp, err)
 	}
 }
 

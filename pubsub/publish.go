@@ -113,45 +113,70 @@ type Entry struct {
 	Payload []byte
 }
 
-// rangeScript reads a sequence's counter and its recorded messages after a
-// number in one step. KEYS[1] counter, KEYS[2] stream; ARGV[1] first id.
+// rangeScript reads a sequence's counter, its recorded messages after a
+// number and, when KEYS[3] is given, a hash, in one step. KEYS[1]
+// counter, KEYS[2] stream; ARGV[1] first id.
 var rangeScript = redis.NewScript(`
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-return {last, redis.call('XRANGE', KEYS[2], ARGV[1], '+')}
+local with = {}
+if KEYS[3] then with = redis.call('HGETALL', KEYS[3]) end
+return {last, redis.call('XRANGE', KEYS[2], ARGV[1], '+'), with}
 `)
 
-// Range returns the recorded messages of a sequence numbered after after,
-// oldest first, and the sequence's last number. Messages the history no
-// longer holds are missing: the first entry is then numbered beyond
-// after+1, or there is none while last > after.
-func (b *Bus) Range(ctx context.Context, seqKey, history string, after int64) ([]Entry, int64, error) {
-	res, err := rangeScript.Run(ctx, b.rdb, []string{seqKey, history}, "0-"+strconv.FormatInt(after+1, 10)).Slice()
+// Span is what Range read, at one moment.
+type Span struct {
+	// Entries are the recorded messages, oldest first.
+	Entries []Entry
+	// Last is the sequence's last number.
+	Last int64
+	// With holds the fields and values of the hash read along; none if
+	// it does not exist.
+	With []string
+}
+
+// Range returns the recorded messages of a sequence numbered after after
+// and the sequence's last number. Messages the history no longer holds
+// are missing: the first entry is then numbered beyond after+1, or there
+// is none while last > after. When with is not empty, the hash at that
+// key, a record the messages belong to, is read in the same step.
+func (b *Bus) Range(ctx context.Context, seqKey, history, with string, after int64) (Span, error) {
+	keys := []string{seqKey, history}
+	if with != "" {
+		keys = append(keys, with)
+	}
+	res, err := rangeScript.Run(ctx, b.rdb, keys, "0-"+strconv.FormatInt(after+1, 10)).Slice()
 	if err != nil {
-		return nil, 0, fmt.Errorf("pubsub: range %s after %d: %w", history, after, err)
+		return Span{}, fmt.Errorf("pubsub: range %s after %d: %w", history, after, err)
 	}
-	if len(res) != 2 {
-		return nil, 0, fmt.Errorf("pubsub: range: unexpected reply %v", res)
+	if len(res) != 3 {
+		return Span{}, fmt.Errorf("pubsub: range: unexpected reply %v", res)
 	}
-	last, _ := res[0].(int64)
+	var sp Span
+	sp.Last, _ = res[0].(int64)
 	raw, _ := res[1].([]any)
-	entries := make([]Entry, 0, len(raw))
+	sp.Entries = make([]Entry, 0, len(raw))
 	for _, r := range raw {
 		e, ok := r.([]any)
 		if len(e) != 2 || !ok {
-			return nil, 0, fmt.Errorf("pubsub: range: unexpected entry %v", r)
+			return Span{}, fmt.Errorf("pubsub: range: unexpected entry %v", r)
 		}
 		id, _ := e[0].(string)
 		_, n, _ := strings.Cut(id, "-")
 		seq, err := strconv.ParseInt(n, 10, 64)
 		if err != nil {
-			return nil, 0, fmt.Errorf("pubsub: range: entry id %q: %w", id, err)
+			return Span{}, fmt.Errorf("pubsub: range: entry id %q: %w", id, err)
 		}
 		fields, _ := e[1].([]any)
 		if len(fields) != 2 {
-			return nil, 0, fmt.Errorf("pubsub: range: entry %s has %d fields", id, len(fields))
+			return Span{}, fmt.Errorf("pubsub: range: entry %s has %d fields", id, len(fields))
 		}
 		p, _ := fields[1].(string)
-		entries = append(entries, Entry{Seq: seq, Payload: []byte(p)})
+		sp.Entries = append(sp.Entries, Entry{Seq: seq, Payload: []byte(p)})
 	}
-	return entries, last, nil
+	hash, _ := res[2].([]any)
+	for _, v := range hash {
+		str, _ := v.(string)
+		sp.With = append(sp.With, str)
+	}
+	return sp, nil
 }

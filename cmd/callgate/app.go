@@ -208,22 +208,32 @@ func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 	})
 }
 
-// history adapts the bus's recorded sequences to what the gateway needs.
+// history adapts the bus's recorded sequences, read together with the
+// call's record, to what the gateway needs.
 type history struct {
 	bus  *pubsub.Bus
 	keys calls.Keys
 }
 
-func (h history) After(ctx context.Context, sid string, after int64) ([]gateway.Event, int64, error) {
-	entries, last, err := h.bus.Range(ctx, h.keys.Seq(sid), h.keys.History(sid), after)
+func (h history) After(ctx context.Context, sid string, after int64) (gateway.HistoryRead, error) {
+	sp, err := h.bus.Range(ctx, h.keys.Seq(sid), h.keys.History(sid), h.keys.Record(sid), after)
 	if err != nil {
-		return nil, 0, err
+		return gateway.HistoryRead{}, err
 	}
-	events := make([]gateway.Event, len(entries))
-	for i, e := range entries {
-		events[i] = gateway.Event{Seq: e.Seq, Frame: e.Payload}
+	read := gateway.HistoryRead{Last: sp.Last, Events: make([]gateway.Event, len(sp.Entries))}
+	for i, e := range sp.Entries {
+		read.Events[i] = gateway.Event{Seq: e.Seq, Frame: e.Payload}
 	}
-	return events, last, nil
+	if len(sp.With) > 0 {
+		c, err := calls.ParseRecord(sp.With)
+		if err != nil {
+			return gateway.HistoryRead{}, err
+		}
+		if read.Record, err = json.Marshal(c); err != nil {
+			return gateway.HistoryRead{}, err
+		}
+	}
+	return read, nil
 }
 
 // authenticator adapts the token verifier to what the gateway needs.
