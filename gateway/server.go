@@ -412,7 +412,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 		return nil
 	})
 	ws.SetCloseHandler(func(code int, _ string) error {
-		c.closeWith(code, "") // the echo of the client's close
+		// The echo of the client's close, at once: what still waits
+		// for a client that is leaving is of no use to it.
+		c.end(code, "", true)
 		return nil
 	})
 	if id != nil {

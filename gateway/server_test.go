@@ -516,3 +516,34 @@ func TestStalledClientGetsEveryFrameIntact(t *testing.T) {
 	}
 	t.Logf("%d events, %d MiB, %d pongs, all intact", n, total>>20, pongs)
 }
+
+// TestClientCloseDropsTheBacklog: a client that closes while frames wait
+// for it gets the close echo next, not after the frames it no longer
+// wants.
+func TestClientCloseDropsTheBacklog(t *testing.T) {
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, WriteWait: time.Hour})
+	ws := rawSubscriber(t, url, "EL_1")
+	pad := strings.Repeat("x", 64<<10)
+	const n = 400 // 25 MiB: far more than the socket buffers hold
+	for range n {
+		mem.publish(srv, "EL_1", `,"pad":"`+pad+`"`)
+	}
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	events := 0
+	for {
+		_, _, err := ws.ReadMessage()
+		if err != nil {
+			if code := wstest.CloseCode(err); code != websocket.CloseNormalClosure {
+				t.Fatalf("after %d events: %v, want the echo of 1000", events, err)
+			}
+			break
+		}
+		events++
+	}
+	if events >= n {
+		t.Fatalf("all %d events were sent before the close echo", events)
+	}
+	t.Logf("%d of %d events were on their way when the client closed", events, n)
+}
