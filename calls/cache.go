@@ -75,7 +75,6 @@ func (c *callCache) store(call Call, resolvedBy string) {
 	c.makeRoom()
 	now := c.now()
 	e := cachedCall{call: call, until: now.Add(c.ttl)}
-	e.call.Seq = 0 // stale at once; the live path does not use it
 	c.m[call.CallSID] = e
 	if resolvedBy != "" {
 		c.m[resolvedBy] = e

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -45,8 +44,6 @@ type Call struct {
 	Org       string    `json:"org,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	// Seq is the call's last event_id when it was read by Resolve.
-	Seq int64 `json:"-"`
 }
 
 // Sentinel errors of the store.
@@ -123,21 +120,15 @@ func NewStore(rdb redis.UniversalClient, keys Keys, ttl time.Duration) *Store {
 }
 
 // resolveScript finds a call by call_sid, else by conversation_id, in one
-// round trip, with its event counter as the pseudo-field "_seq".
-// KEYS[1] record by call_sid, KEYS[2] conversation link; ARGV[1], ARGV[2]:
+// round trip. KEYS[1] record by call_sid, KEYS[2] conversation link; ARGV[1], ARGV[2]:
 // what goes before and after a call_sid in a record key.
 var resolveScript = redis.NewScript(`
-local key = KEYS[1]
-local rec = redis.call('HGETALL', key)
+local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then
   local sid = redis.call('GET', KEYS[2])
   if not sid then return {} end
-  key = ARGV[1] .. sid .. ARGV[2]
-  rec = redis.call('HGETALL', key)
-  if #rec == 0 then return {} end
+  rec = redis.call('HGETALL', ARGV[1] .. sid .. ARGV[2])
 end
-table.insert(rec, '_seq')
-table.insert(rec, redis.call('GET', key .. ':seq') or '0')
 return rec
 `)
 
@@ -304,8 +295,6 @@ func ParseRecord(kv []string) (Call, error) {
 			c.CreatedAt, _ = time.Parse(time.RFC3339Nano, v)
 		case "updated_at":
 			c.UpdatedAt, _ = time.Parse(time.RFC3339Nano, v)
-		case "_seq":
-			c.Seq, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
 	if c.CallSID == "" {

@@ -34,7 +34,7 @@ type benchCall struct{ last atomic.Int64 }
 
 func (c *benchCall) Resolve(ctx context.Context, id string) (gateway.Target, error) {
 	return gateway.Target{
-		Key: "CA_bench", Channel: benchChannel, Seq: c.last.Load(),
+		Key: "CA_bench", Channel: benchChannel,
 		Record: json.RawMessage(`{"call_sid":"CA_bench","status":"in-progress"}`),
 	}, nil
 }

@@ -38,8 +38,6 @@ type Target struct {
 	Channel string
 	// Record is the call as JSON, sent in the subscribed reply.
 	Record json.RawMessage
-	// Seq is the call's last event_id when Record was read.
-	Seq int64
 	// Org is the call's tenant; empty for none.
 	Org string
 }

@@ -107,9 +107,6 @@ func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, erro
 	if !ok {
 		return gateway.Target{}, gateway.ErrNotFound
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t.Seq = m.last[t.Key]
 	return t, nil
 }
 

@@ -204,7 +204,7 @@ func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 		if err != nil {
 			return gateway.Target{}, err
 		}
-		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec, Seq: c.Seq, Org: c.Org}, nil
+		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec, Org: c.Org}, nil
 	})
 }
 
