@@ -433,14 +433,13 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 	if ferr != nil {
 		return ferr
 	}
-	reply := encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: t.Record})
 	if sub := c.byKey(t.Key); sub != nil {
 		// Already following this call, maybe by its other identifier:
 		// events still arrive once.
 		if !slices.Contains(sub.ids, f.Call) {
 			sub.ids = append(sub.ids, f.Call)
 		}
-		c.enqueue(reply)
+		c.enqueue(encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: t.Record}))
 		return nil
 	}
 	if len(c.subs) >= c.srv.cfg.MaxSubscriptions {
