@@ -208,37 +208,53 @@ func (c *conn) closeWith(code int, text string) { c.end(code, text, false) }
 // end ends the connection; the first call wins. It queues the close
 // frame, after the frames already queued or, with drop, instead of them.
 func (c *conn) end(code int, text string, drop bool) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeText = code, text
-		close(c.done)
-		c.qmu.Lock()
-		if drop {
-			clear(c.queue)
-			c.queue = c.queue[:0]
-			c.replayed = 0
-		}
-		c.queue = append(c.queue, outFrame{data: closeFrame(code, text), control: true, close: true})
-		c.closing = true
-		start := !c.writing
-		c.writing = true
-		c.qmu.Unlock()
-		if start {
-			c.srv.flusher.add(c)
-		}
-	})
+	if !c.stop(code, text) {
+		return
+	}
+	if c.seal(drop, outFrame{data: closeFrame(code, text), control: true, close: true}) {
+		c.srv.flusher.add(c)
+	}
 }
 
 // closedBy ends the connection after gorilla has sent the close frame
 // with code itself.
 func (c *conn) closedBy(code int) {
-	c.closeOnce.Do(func() {
-		c.closeCode = code
-		close(c.done)
-		c.qmu.Lock()
-		c.closing = true
-		c.qmu.Unlock()
+	if c.stop(code, "") {
+		c.seal(false)
 		c.finish()
+	}
+}
+
+// stop records how the connection ends and closes done. Only the first
+// call does, and reports that it did.
+func (c *conn) stop(code int, text string) bool {
+	first := false
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.done)
+		first = true
 	})
+	return first
+}
+
+// seal lets nothing more be queued after last: with drop, what is queued
+// goes first. It reports whether the caller took the writer role (only
+// when it queued something) and must hand c to the flusher.
+func (c *conn) seal(drop bool, last ...outFrame) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if drop {
+		clear(c.queue)
+		c.queue = c.queue[:0]
+		c.replayed = 0
+	}
+	c.queue = append(c.queue, last...)
+	c.closing = true
+	if len(last) == 0 || c.writing {
+		return false
+	}
+	c.writing = true
+	return true
 }
 
 // finish marks the connection's writing as over.
@@ -259,15 +275,8 @@ func (c *conn) ending() bool {
 // readLoop return at once, which removes every subscription.
 func (c *conn) fail(err error) {
 	c.logger().Debug("write failed", "err", err)
-	c.closeOnce.Do(func() {
-		c.closeCode = websocket.CloseAbnormalClosure
-		close(c.done)
-	})
-	c.qmu.Lock()
-	c.closing = true
-	clear(c.queue)
-	c.queue = nil
-	c.qmu.Unlock()
+	c.stop(websocket.CloseAbnormalClosure, "")
+	c.seal(true)
 	c.finish()
 	_ = c.nc.Close()
 }
