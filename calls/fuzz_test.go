@@ -58,6 +58,22 @@ func FuzzParseSignature(f *testing.F) {
 	})
 }
 
+// accepted reports whether a decoder accepted body: a rejection must wrap
+// ErrMalformed, and only a JSON object may be accepted.
+func accepted(t *testing.T, body []byte, err error) bool {
+	t.Helper()
+	if err != nil {
+		if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("error %v does not wrap ErrMalformed", err)
+		}
+		return false
+	}
+	if !json.Valid(body) || !isJSONObject(body) {
+		t.Fatalf("accepted a body that is not a JSON object: %q", body)
+	}
+	return true
+}
+
 func FuzzDecodePostCall(f *testing.F) {
 	for _, name := range []string{
 		"post_call_transcription.json",
@@ -79,14 +95,8 @@ func FuzzDecodePostCall(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		pc, err := DecodePostCall(body)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
-			}
+		if !accepted(t, body, err) {
 			return
-		}
-		if !json.Valid(body) || !isJSONObject(body) {
-			t.Fatalf("accepted a body that is not a JSON object: %q", body)
 		}
 		if pc.Type == "" {
 			t.Fatal("accepted a body without type")
@@ -127,14 +137,8 @@ func FuzzDecodeLive(f *testing.F) {
 	kinds := map[string]bool{"": true, KindTranscript: true, KindTranscriptCorrection: true, KindInterruption: true, KindLink: true}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		l, err := DecodeLive(body)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
-			}
+		if !accepted(t, body, err) {
 			return
-		}
-		if !json.Valid(body) || !isJSONObject(body) {
-			t.Fatalf("accepted a body that is not a JSON object: %q", body)
 		}
 		if l.CallSID == "" && l.ConversationID == "" {
 			t.Fatal("accepted an event without ids")
