@@ -173,9 +173,9 @@ func (w *procWatch) machine() *Machine {
 	}
 }
 
-// finish samples every process again and reports what each used since
-// start.
-func (w *procWatch) finish() []ProcResult {
+// finish samples every process and the machine again, and reports what
+// each process used since start and how busy the machine was.
+func (w *procWatch) finish() ([]ProcResult, *Machine) {
 	var out []ProcResult
 	for i, pid := range w.pids {
 		r := ProcResult{PID: pid}
@@ -196,7 +196,7 @@ func (w *procWatch) finish() []ProcResult {
 		r.RSSBeforeKB, r.RSSAfterKB, r.RSSPeakKB = b.RSS, after.RSS, after.Peak
 		out = append(out, r)
 	}
-	return out
+	return out, w.machine()
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }

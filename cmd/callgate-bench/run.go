@@ -146,8 +146,7 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	end := time.Now()
-	res.Processes = watch.finish()
-	res.Machine = watch.machine()
+	res.Processes, res.Machine = watch.finish()
 	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
 	res.Connections.OpenAtEnd = int(b.open.Load())
 	p.phase("closing")
@@ -220,8 +219,7 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 			open++
 		}
 	}
-	res.Processes = watch.finish()
-	res.Machine = watch.machine()
+	res.Processes, res.Machine = watch.finish()
 	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
 	res.Seconds = round3(time.Since(start).Seconds())
 	res.Connections.Subscribed = len(socks)
@@ -307,8 +305,7 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	res.Processes = watch.finish()
-	res.Machine = watch.machine()
+	res.Processes, res.Machine = watch.finish()
 	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
 	res.Seconds = round3(elapsed.Seconds())
 	res.Connections.OpenAtEnd = int(b.open.Load())
