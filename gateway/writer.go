@@ -171,9 +171,10 @@ type writeScratch struct {
 	sys  sysScratch
 }
 
-// build lays frames out as alternating headers and payloads; a control
-// frame's header is empty, as its data is the whole frame.
-func (w *writeScratch) build(frames []outFrame) [][]byte {
+// build lays frames out as alternating headers and payloads, and returns
+// them with their length in bytes; a control frame's header is empty, as
+// its data is the whole frame.
+func (w *writeScratch) build(frames []outFrame) ([][]byte, int) {
 	hdrs := w.hdrs[:0]
 	for _, f := range frames {
 		if !f.control {
@@ -181,7 +182,7 @@ func (w *writeScratch) build(frames []outFrame) [][]byte {
 		}
 	}
 	bufs := w.bufs[:0]
-	off := 0
+	off, total := 0, 0
 	for _, f := range frames {
 		end := off
 		if !f.control {
@@ -189,9 +190,10 @@ func (w *writeScratch) build(frames []outFrame) [][]byte {
 		}
 		bufs = append(bufs, hdrs[off:end:end], f.data)
 		off = end
+		total += len(f.data)
 	}
 	w.hdrs, w.bufs = hdrs, bufs
-	return bufs
+	return bufs, total + len(hdrs)
 }
 
 // remainder returns what is left of bufs after its first n bytes, as
@@ -234,11 +236,7 @@ func (c *conn) flush(w *writeScratch) {
 	if frames == nil {
 		return
 	}
-	bufs := w.build(frames)
-	total := 0
-	for _, b := range bufs {
-		total += len(b)
-	}
+	bufs, total := w.build(frames)
 	if !c.wmu.TryLock() {
 		// Gorilla is writing a control frame.
 		go c.finishWrite(remainder(bufs, 0), frames, false)

@@ -15,8 +15,11 @@ func TestRemainder(t *testing.T) {
 		{data: bytes.Repeat([]byte("x"), 300)},
 		{data: []byte{}},
 	}
-	bufs := w.build(frames)
+	bufs, total := w.build(frames)
 	whole := bytes.Join(bufs, nil)
+	if total != len(whole) {
+		t.Fatalf("build counted %d bytes, laid out %d", total, len(whole))
+	}
 	if want := 2 + 3 + 2 + 4 + 300 + 2; len(whole) != want {
 		t.Fatalf("batch is %d bytes, want %d", len(whole), want)
 	}
