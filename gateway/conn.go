@@ -419,46 +419,68 @@ var (
 // errConnClosed: the connection ended while a subscribe waited.
 var errConnClosed = errors.New("gateway: connection closed")
 
-func (c *conn) resolve(ctx context.Context, id string) (Target, *frameError) {
+// resolve finds the call id names: from what this instance resolved in
+// the last minute, unless fresh; else from the Resolver. cached says
+// which.
+func (c *conn) resolve(ctx context.Context, id string, fresh bool) (t Target, cached bool, ferr *frameError) {
+	if !fresh {
+		if t, ok := c.srv.targets.get(id); ok {
+			return t, true, c.visible(t)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
 	defer cancel()
 	t, err := c.srv.cfg.Resolver.Resolve(ctx, id)
 	switch {
 	case err == nil:
-		if c.srv.cfg.Tenancy && t.Org != "" && t.Org != c.org() {
-			// Exactly the answer for an unknown call: no existence leak.
-			return Target{}, errCallNotFound
-		}
-		return t, nil
+		c.srv.targets.put(id, t)
+		return t, false, c.visible(t)
 	case errors.Is(err, ErrNotFound):
-		return t, errCallNotFound
+		return t, false, errCallNotFound
 	}
 	c.logger().Warn("resolve call failed", "err", err)
-	return t, errUnavailable
+	return t, false, errUnavailable
+}
+
+// visible refuses a call the connection's org may not see, with exactly
+// the answer for an unknown call: no existence leak.
+func (c *conn) visible(t Target) *frameError {
+	if !c.srv.sees(c.org(), t.Org) {
+		return errCallNotFound
+	}
+	return nil
 }
 
 func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
-	t, ferr := c.resolve(ctx, f.Call)
+	ferr, stale := c.trySubscribe(ctx, f, false)
+	if stale {
+		// What this instance remembered of the call is out of date.
+		c.srv.targets.forget(f.Call)
+		ferr, _ = c.trySubscribe(ctx, f, true)
+	}
+	return ferr
+}
+
+// trySubscribe subscribes as f asks, resolving f.Call afresh if fresh.
+// stale: the call was not found, but the resolution came from the cache.
+func (c *conn) trySubscribe(ctx context.Context, f frame, fresh bool) (ferr *frameError, stale bool) {
+	t, cached, ferr := c.resolve(ctx, f.Call, fresh)
 	if ferr != nil {
-		return ferr
+		return ferr, false
 	}
 	if sub := c.byKey(t.Key); sub != nil {
 		// Already following this call, maybe by its other identifier:
 		// events still arrive once.
-		if !slices.Contains(sub.ids, f.Call) {
-			sub.ids = append(sub.ids, f.Call)
-		}
-		c.enqueue(encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: t.Record}))
-		return nil
+		return c.resubscribe(ctx, f, sub), false
 	}
 	if len(c.subs) >= c.srv.cfg.MaxSubscriptions {
-		return &frameError{CodeTooManySubscriptions, "this connection follows the maximum number of calls; unsubscribe from one first"}
+		return &frameError{CodeTooManySubscriptions, "this connection follows the maximum number of calls; unsubscribe from one first"}, false
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
 	defer cancel()
 	if err := c.srv.cfg.Bus.Subscribe(sctx, t.Channel); err != nil {
 		c.logger().Warn("bus subscribe failed", "channel", t.Channel, "err", err)
-		return errUnavailable
+		return errUnavailable, false
 	}
 	// The catch-up reads the record, and where a client that did not ask
 	// to resume starts, after the subscription is confirmed: every later
@@ -470,15 +492,35 @@ func (c *conn) subscribe(ctx context.Context, f frame) *frameError {
 		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
 		switch {
 		case errors.Is(err, errConnClosed):
-			return nil
+			return nil, false
 		case errors.Is(err, errCallGone):
-			return errCallNotFound
+			return errCallNotFound, cached
 		}
 		c.logger().Warn("resume from history failed", "channel", t.Channel, "err", err)
-		return errUnavailable
+		return errUnavailable, false
 	}
 	c.subs = append(c.subs, &subscription{key: t.Key, channel: t.Channel, ids: []string{f.Call}})
 	c.srv.metrics.subscriptions.Add(1)
+	return nil, false
+}
+
+// resubscribe answers a subscribe to a call the connection follows
+// already, with the call's record as it is now.
+func (c *conn) resubscribe(ctx context.Context, f frame, sub *subscription) *frameError {
+	ctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
+	defer cancel()
+	read, err := c.srv.cfg.History.After(ctx, sub.key, startNow-1)
+	switch {
+	case err != nil:
+		c.logger().Warn("read call failed", "call", sub.key, "err", err)
+		return errUnavailable
+	case read.Record == nil:
+		return errCallNotFound
+	}
+	if !slices.Contains(sub.ids, f.Call) {
+		sub.ids = append(sub.ids, f.Call)
+	}
+	c.enqueue(encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: read.Record}))
 	return nil
 }
 
@@ -487,7 +529,7 @@ func (c *conn) unsubscribe(ctx context.Context, f frame) *frameError {
 	if sub == nil {
 		// The client may name the call by an identifier it did not
 		// subscribe with (a conversation_id linked since).
-		t, ferr := c.resolve(ctx, f.Call)
+		t, _, ferr := c.resolve(ctx, f.Call, false)
 		if ferr != nil && ferr.Code != CodeCallNotFound {
 			return ferr
 		}

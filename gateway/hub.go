@@ -122,7 +122,10 @@ type joinRequest struct {
 	since int64
 	// reply builds the subscribed reply from the call's record.
 	reply func(record json.RawMessage, recovered *bool) []byte
-	done  chan error
+	// org is the connection's; the catch-up refuses a call it may not
+	// see.
+	org  string
+	done chan error
 }
 
 // startNow is the last event_id of a follower that starts with the events
@@ -150,9 +153,10 @@ func (h *hub) shard(channel string) *hubShard {
 // record it read, and given whether the resume was complete when since >=
 // 0), every stored event after since, and then live events. join returns
 // once that is done, or with the error that prevented it (c is then not
-// registered); errCallGone if the call no longer exists.
+// registered); errCallGone if the call no longer exists, or if c may not
+// see it.
 func (h *hub) join(ctx context.Context, channel, key string, c *conn, since int64, reply func(json.RawMessage, *bool) []byte) error {
-	req := &joinRequest{since: since, reply: reply, done: make(chan error, 1)}
+	req := &joinRequest{since: since, reply: reply, org: c.org(), done: make(chan error, 1)}
 	after := since
 	if since < 0 {
 		after = startNow
@@ -353,6 +357,12 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after int64) {
 			continue
 		}
 		if j := f.join; j != nil {
+			if !h.srv.sees(j.org, read.Org) {
+				// The call's org was set since it was resolved.
+				j.done <- errCallGone
+				delete(cs.subs, c)
+				continue
+			}
 			f.join = nil
 			var recovered *bool
 			if j.since >= 0 {

@@ -36,8 +36,6 @@ type Target struct {
 	Key string
 	// Channel carries the call's events.
 	Channel string
-	// Record is the call as JSON, sent in the subscribed reply.
-	Record json.RawMessage
 	// Org is the call's tenant; empty for none.
 	Org string
 }
@@ -64,13 +62,17 @@ type HistoryRead struct {
 	// Record is the call as JSON, as the subscribed reply carries it;
 	// nil if the call no longer exists.
 	Record json.RawMessage
+	// Org is the call's tenant; empty for none.
+	Org string
 }
 
 // ErrNotFound is returned by a Resolver for an unknown identifier.
 var ErrNotFound = errors.New("gateway: call not found")
 
 // Resolver finds the call an identifier (call_sid or conversation_id)
-// names.
+// names. The server reuses a Target for up to a minute: what it holds
+// must not change while the call exists (the catch-up that follows each
+// subscribe checks the call's existence and org again).
 type Resolver interface {
 	Resolve(ctx context.Context, id string) (Target, error)
 }
@@ -223,6 +225,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	hub      *hub
+	targets  *targets
 	upgrader websocket.Upgrader
 	metrics  metrics
 	flusher  *flusher
@@ -262,6 +265,7 @@ func NewServer(cfg Config) *Server {
 		topicsByChannel: make(map[string]*topicState),
 	}
 	s.hub = newHub(s)
+	s.targets = newTargets(targetTTL)
 	s.flusher = newFlusher()
 	s.handlers = newHandlerPool(2 * time.Second)
 	context.AfterFunc(ctx, s.flusher.stop)
@@ -281,6 +285,12 @@ func NewServer(cfg Config) *Server {
 		Error:           upgradeError,
 	}
 	return s
+}
+
+// sees reports whether a connection of org connOrg may follow a call of
+// org callOrg: a call without an org is everyone's.
+func (s *Server) sees(connOrg, callOrg string) bool {
+	return !s.cfg.Tenancy || callOrg == "" || callOrg == connOrg
 }
 
 func (s *Server) checkOrigin(r *http.Request) bool {

@@ -80,8 +80,14 @@ func (b *memBus) waitRefs(t *testing.T, n int) {
 
 // calls known to the test resolver: both identifiers of each.
 var testCalls = map[string]gateway.Target{
-	"EL_1": {Key: "EL_1", Channel: "ch:EL_1", Record: json.RawMessage(`{"call_sid":"EL_1","conversation_id":"conv_1"}`)},
-	"EL_2": {Key: "EL_2", Channel: "ch:EL_2", Record: json.RawMessage(`{"call_sid":"EL_2"}`)},
+	"EL_1": {Key: "EL_1", Channel: "ch:EL_1"},
+	"EL_2": {Key: "EL_2", Channel: "ch:EL_2"},
+}
+
+// testRecords are the records of the test calls, by key.
+var testRecords = map[string]json.RawMessage{
+	"EL_1": json.RawMessage(`{"call_sid":"EL_1","conversation_id":"conv_1"}`),
+	"EL_2": json.RawMessage(`{"call_sid":"EL_2"}`),
 }
 
 func init() {
@@ -96,14 +102,23 @@ type memCalls struct {
 	last   map[string]int64           // last event_id by call key
 	fail   error                      // History fails with it when set
 	gone   map[string]bool            // calls whose record History no longer finds
+	moved  map[string]gateway.Target  // identifiers that now name another call
+	// resolves counts calls to Resolve.
+	resolves int
 }
 
 func newMemCalls() *memCalls {
-	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]int64{}, gone: map[string]bool{}}
+	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]int64{}, gone: map[string]bool{}, moved: map[string]gateway.Target{}}
 }
 
 func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, error) {
-	t, ok := testCalls[id]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.resolves++
+	t, ok := m.moved[id]
+	if !ok {
+		t, ok = testCalls[id]
+	}
 	if !ok {
 		return gateway.Target{}, gateway.ErrNotFound
 	}
@@ -122,8 +137,8 @@ func (m *memCalls) After(ctx context.Context, key string, after int64) (gateway.
 			read.Events = append(read.Events, e)
 		}
 	}
-	if t, ok := testCalls[key]; ok && !m.gone[key] {
-		read.Record = t.Record
+	if rec, ok := testRecords[key]; ok && !m.gone[key] {
+		read.Record = rec
 	}
 	return read, nil
 }
@@ -256,7 +271,7 @@ func TestSubscribeDeliverUnsubscribe(t *testing.T) {
 	srv, bus, url := startServer(t, gateway.Config{})
 	c := dial(t, url)
 	f := c.MustSubscribe("a", "EL_1")
-	if string(f.Call) != string(testCalls["EL_1"].Record) {
+	if string(f.Call) != string(testRecords["EL_1"]) {
 		t.Fatalf("subscribed call %s", f.Call)
 	}
 	// The same call by its other identifier: one subscription, events once.
@@ -322,6 +337,42 @@ func TestCallGoneWhileSubscribing(t *testing.T) {
 		t.Fatalf("%d subscriptions left", n)
 	}
 	alive(t, c)
+}
+
+// TestResolutionsAreReusedUntilProvedWrong: a server resolves an
+// identifier once for many subscribes, and resolves it again when the
+// catch-up finds that the call it remembered no longer exists.
+func TestResolutionsAreReusedUntilProvedWrong(t *testing.T) {
+	srv, _, url := startServer(t, gateway.Config{})
+	resolves := func() int {
+		mem.mu.Lock()
+		defer mem.mu.Unlock()
+		return mem.resolves
+	}
+	for i := range 3 {
+		c := dial(t, url)
+		if f := c.MustSubscribe("s", "conv_1"); string(f.Call) != string(testRecords["EL_1"]) {
+			t.Fatalf("subscribe %d: %s", i, f.Raw)
+		}
+	}
+	if n := resolves(); n != 1 {
+		t.Fatalf("3 subscribes resolved conv_1 %d times, want 1", n)
+	}
+
+	// The call expired, and its conversation_id now names another call.
+	mem.mu.Lock()
+	mem.gone["EL_1"] = true
+	mem.moved["conv_1"] = testCalls["EL_2"]
+	mem.mu.Unlock()
+	c := dial(t, url)
+	if f := c.MustSubscribe("s", "conv_1"); string(f.Call) != string(testRecords["EL_2"]) {
+		t.Fatalf("subscribe after the move: %s", f.Raw)
+	}
+	if n := resolves(); n != 2 {
+		t.Fatalf("conv_1 resolved %d times in all, want 2", n)
+	}
+	mem.publish(srv, "EL_2")
+	c.Expect("event")
 }
 
 func TestClosedConnectionLeavesEverySubscription(t *testing.T) {

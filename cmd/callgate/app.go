@@ -200,11 +200,7 @@ func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 		if err != nil {
 			return gateway.Target{}, err
 		}
-		rec, err := json.Marshal(c)
-		if err != nil {
-			return gateway.Target{}, err
-		}
-		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Record: rec, Org: c.Org}, nil
+		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Org: c.Org}, nil
 	})
 }
 
@@ -232,6 +228,7 @@ func (h history) After(ctx context.Context, sid string, after int64) (gateway.Hi
 		if read.Record, err = json.Marshal(c); err != nil {
 			return gateway.HistoryRead{}, err
 		}
+		read.Org = c.Org
 	}
 	return read, nil
 }

@@ -301,3 +301,27 @@ func TestSlowlorisIsCut(t *testing.T) {
 		t.Fatalf("connection still open after %s", time.Since(start))
 	}
 }
+
+// TestOrgSetLaterHidesTheCall: a call saved without an org is everyone's.
+// Once its org is set, other orgs' connections get call_not_found by
+// either identifier, on an instance that resolved the call before too.
+func TestOrgSetLaterHidesTheCall(t *testing.T) {
+	srv := redistest.Start(t)
+	in := secureInstance(t, srv, redistest.Prefix(t))
+	in.saveCall(calls.Update{CallSID: "EL_late", ConversationID: "conv_late", Status: calls.StatusInProgress})
+	early, _, _ := in.dialWith(token(t, "early", "globex"))
+	early.MustSubscribe("1", "EL_late")
+	early.MustSubscribe("2", "conv_late")
+
+	in.saveCall(calls.Update{CallSID: "EL_late", Org: "acme"})
+	other, _, _ := in.dialWith(token(t, "late", "globex"))
+	for _, id := range []string{"EL_late", "conv_late"} {
+		if f := other.Subscribe("x", id); f.Code != gateway.CodeCallNotFound {
+			t.Errorf("other org subscribing to %s after the org was set: %s", id, f.Raw)
+		}
+	}
+	mine, _, _ := in.dialWith(token(t, "owner", "acme"))
+	if f := mine.MustSubscribe("y", "conv_late"); !strings.Contains(string(f.Call), `"org":"acme"`) {
+		t.Errorf("owner's subscribe: %s", f.Raw)
+	}
+}
