@@ -1,6 +1,7 @@
 // Package pubsub moves byte payloads over named Redis Pub/Sub channels. It
 // publishes numbered messages atomically and keeps one shared subscriber
-// connection per process, subscribed to exactly the channels in use.
+// connection per process, subscribed to the channels in use (and, for a
+// moment, to the ones just left).
 //
 // It knows nothing of what the payloads mean or who receives them.
 package pubsub
@@ -39,6 +40,13 @@ type Config struct {
 	// subscribed again. Messages published while it was down were lost;
 	// this is the moment to catch up from stored state.
 	OnReconnect func()
+	// Linger is how long the process stays subscribed to a channel after
+	// its last local subscriber left: a Subscribe in that time needs no
+	// round trip to Redis, and the channels whose time is up are
+	// unsubscribed together, between Linger and 1.5 x Linger after they
+	// were left. Messages that arrive meanwhile reach the handler as
+	// usual. Zero unsubscribes at once.
+	Linger time.Duration
 }
 
 // ErrClosed is returned by calls on a Bus after Close.
@@ -48,8 +56,9 @@ var ErrClosed = errors.New("pubsub: bus closed")
 //
 // Subscriptions are reference-counted: the first Subscribe of a channel
 // sends SUBSCRIBE and waits for Redis to confirm it; later ones only count;
-// the last Unsubscribe sends UNSUBSCRIBE. All share one connection, which
-// go-redis re-establishes (re-subscribing every channel) after a failure.
+// the last Unsubscribe sends UNSUBSCRIBE, at once or after Config.Linger.
+// All share one connection, which go-redis re-establishes (re-subscribing
+// every channel) after a failure.
 type Bus struct {
 	rdb redis.UniversalClient
 	ps  *redis.PubSub
@@ -61,11 +70,17 @@ type Bus struct {
 	cmdMu sync.Mutex
 
 	mu sync.Mutex // guards the fields below; never held across I/O
-	// refs counts local subscribers per channel.
+	// refs counts local subscribers per channel; 0 for a channel that
+	// lingers.
 	refs map[string]int
 	// ready is closed once Redis has confirmed the channel's current
-	// subscription.
+	// subscription; present while the channel is subscribed or being
+	// subscribed in Redis.
 	ready map[string]chan struct{}
+	// left holds when each lingering channel lost its last subscriber.
+	left map[string]time.Time
+	// sweeper unsubscribes lingering channels; nil while none lingers.
+	sweeper *time.Timer
 	// pending holds, per channel, one chan for each SUBSCRIBE sent and not
 	// yet confirmed, oldest first; Redis confirms in the order sent.
 	pending map[string][]chan struct{}
@@ -97,6 +112,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Bus {
 		cfg:     cfg,
 		refs:    make(map[string]int),
 		ready:   make(map[string]chan struct{}),
+		left:    make(map[string]time.Time),
 		pending: make(map[string][]chan struct{}),
 	}
 }
@@ -115,8 +131,8 @@ func (b *Bus) Subscribe(ctx context.Context, channel string) error {
 		return ErrClosed
 	}
 	b.refs[channel]++
-	if b.refs[channel] > 1 {
-		ready := b.ready[channel]
+	if ready, ok := b.ready[channel]; ok {
+		delete(b.left, channel)
 		b.mu.Unlock()
 		return b.await(ctx, channel, ready)
 	}
@@ -153,14 +169,19 @@ func (b *Bus) await(ctx context.Context, channel string, ready chan struct{}) er
 func (b *Bus) release(channel string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := b.Unsubscribe(ctx, channel); err != nil && !errors.Is(err, ErrClosed) {
+	// Without lingering: the channel's subscription may be unconfirmed.
+	if err := b.unsubscribe(ctx, channel, false); err != nil && !errors.Is(err, ErrClosed) {
 		b.log.Warn("unsubscribe after failed subscribe", "channel", channel, "err", err)
 	}
 }
 
 // Unsubscribe removes one local subscriber from channel; the last one
-// unsubscribes the process in Redis.
+// unsubscribes the process in Redis, at once or after Config.Linger.
 func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
+	return b.unsubscribe(ctx, channel, b.cfg.Linger > 0)
+}
+
+func (b *Bus) unsubscribe(ctx context.Context, channel string, linger bool) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -173,6 +194,15 @@ func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
 		return nil
 	case n > 1:
 		b.refs[channel] = n - 1
+		b.mu.Unlock()
+		return nil
+	}
+	if linger {
+		b.refs[channel] = 0
+		b.left[channel] = time.Now()
+		if b.sweeper == nil {
+			b.sweeper = time.AfterFunc(b.cfg.Linger/2, b.sweep)
+		}
 		b.mu.Unlock()
 		return nil
 	}
@@ -191,6 +221,42 @@ func (b *Bus) Unsubscribe(ctx context.Context, channel string) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("pubsub: unsubscribe %q: %w", channel, ctx.Err())
+	}
+}
+
+// sweep unsubscribes, in one command, the channels that lingered for
+// Linger, and runs again every Linger/2 while any lingers.
+func (b *Bus) sweep() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var cmds []command
+	for ch, t := range b.left {
+		if now.Sub(t) >= b.cfg.Linger {
+			delete(b.left, ch)
+			delete(b.refs, ch)
+			delete(b.ready, ch)
+			cmds = append(cmds, b.enqueue(false, ch))
+		}
+	}
+	if len(b.left) > 0 {
+		b.sweeper.Reset(b.cfg.Linger / 2)
+	} else {
+		b.sweeper = nil
+	}
+	b.mu.Unlock()
+	if len(cmds) == 0 {
+		return
+	}
+	b.flush()
+	// All rode on one command (or a few, if subscribes came between).
+	if err := <-cmds[0].sent; err != nil && !b.isClosed() {
+		// go-redis re-subscribes only the channels still wanted when it
+		// reconnects.
+		b.log.Warn("unsubscribe of channels left failed", "channels", len(cmds), "err", err)
 	}
 }
 
@@ -396,6 +462,9 @@ func (b *Bus) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.sweeper != nil {
+		b.sweeper.Stop()
+	}
 	b.mu.Unlock()
 	return b.ps.Close()
 }

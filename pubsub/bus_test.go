@@ -20,7 +20,12 @@ type received struct{ channel, payload string }
 // messages its handler saw.
 func startBus(t *testing.T, srv *redistest.Server) (*pubsub.Bus, <-chan received) {
 	t.Helper()
-	bus := pubsub.New(srv.Client(t), pubsub.Config{})
+	return startBusWith(t, srv, pubsub.Config{})
+}
+
+func startBusWith(t *testing.T, srv *redistest.Server, cfg pubsub.Config) (*pubsub.Bus, <-chan received) {
+	t.Helper()
+	bus := pubsub.New(srv.Client(t), cfg)
 	out := make(chan received, 1024)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -282,22 +287,7 @@ func TestConcurrentSubscribesAreBatched(t *testing.T) {
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	const n = 300
-	calls := func() int64 {
-		if !srv.Real {
-			return 0
-		}
-		info, err := rdb.Info(ctx, "commandstats").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(info, "\r\n") {
-			if rest, ok := strings.CutPrefix(line, "cmdstat_subscribe:calls="); ok {
-				v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-				return v
-			}
-		}
-		return 0
-	}
+	calls := func() int64 { return commandCalls(t, srv, "subscribe") }
 	before := calls()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -343,5 +333,102 @@ func TestConcurrentSubscribesAreBatched(t *testing.T) {
 	wg.Wait()
 	if bus.Channels() != 0 {
 		t.Fatalf("Channels() = %d after unsubscribing all", bus.Channels())
+	}
+}
+
+// commandCalls returns how many times a real Redis ran command; 0 on
+// miniredis, which does not count.
+func commandCalls(t *testing.T, srv *redistest.Server, command string) int64 {
+	t.Helper()
+	if !srv.Real {
+		return 0
+	}
+	info, err := srv.Client(t).Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+command+":calls="); ok {
+			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// TestLingeringChannels: with Linger, a channel left by its last local
+// subscriber stays subscribed for a while. A Subscribe then needs no
+// SUBSCRIBE, messages still reach the handler, and the channels whose
+// time is up are unsubscribed together.
+func TestLingeringChannels(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, msgs := startBusWith(t, srv, pubsub.Config{Linger: 300 * time.Millisecond})
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	const n = 100
+	ch := func(i int) string { return fmt.Sprintf("%s:l%d", prefix, i) }
+	numsub := func(i int) int64 {
+		t.Helper()
+		got, err := rdb.PubSubNumSub(ctx, ch(i)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[ch(i)]
+	}
+	for i := range n {
+		if err := bus.Subscribe(ctx, ch(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subscribes, unsubscribes := commandCalls(t, srv, "subscribe"), commandCalls(t, srv, "unsubscribe")
+	for i := range n {
+		if err := bus.Unsubscribe(ctx, ch(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bus.Channels() != n || numsub(0) != 1 {
+		t.Fatalf("right after the last subscribers left: Channels() = %d, Redis subscribers %d", bus.Channels(), numsub(0))
+	}
+	if err := rdb.Publish(ctx, ch(1), "meanwhile").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, msgs); m != (received{ch(1), "meanwhile"}) {
+		t.Fatalf("got %+v", m)
+	}
+	if err := bus.Subscribe(ctx, ch(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := commandCalls(t, srv, "subscribe") - subscribes; got != 0 {
+		t.Fatalf("subscribing again to a lingering channel sent %d SUBSCRIBE", got)
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for bus.Channels() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Channels() = %d 5s after the channels were left, want 1", bus.Channels())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The UNSUBSCRIBE is confirmed asynchronously; a publish on the
+	// channel still followed orders after it.
+	if err := rdb.Publish(ctx, ch(1), "late").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Publish(ctx, ch(0), "followed").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, msgs); m != (received{ch(0), "followed"}) {
+		t.Fatalf("got %+v after the channels were unsubscribed", m)
+	}
+	if numsub(0) != 1 || numsub(1) != 0 || numsub(n-1) != 0 {
+		t.Fatalf("Redis subscribers: %d, %d, %d; want 1, 0, 0", numsub(0), numsub(1), numsub(n-1))
+	}
+	if srv.Real {
+		sent := commandCalls(t, srv, "unsubscribe") - unsubscribes
+		t.Logf("%d channels unsubscribed with %d UNSUBSCRIBE commands", n-1, sent)
+		if sent >= n/10 {
+			t.Fatalf("%d UNSUBSCRIBE commands for %d channels: not batched", sent, n-1)
+		}
 	}
 }

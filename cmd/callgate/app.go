@@ -105,7 +105,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	if cfg.AllowAnonymous {
 		log.Warn("--allow-anonymous: sockets without a token are accepted as anonymous")
 	}
-	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log, OnReconnect: a.resync})
+	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log, OnReconnect: a.resync, Linger: cfg.UnsubscribeLinger})
 	a.m = newMetrics(a)
 	a.gw = gateway.NewServer(gateway.Config{
 		Bus:              a.bus,
