@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -292,7 +293,7 @@ func (c *conn) readLoop(ctx context.Context) {
 	c.ws.SetPongHandler(func(string) error { extend(); return nil })
 	limiter := rate.NewLimiter(rate.Limit(cfg.FrameRate), cfg.FrameBurst)
 	for {
-		typ, data, err := c.ws.ReadMessage()
+		typ, buf, err := c.readFrame()
 		if err != nil {
 			var ne net.Error
 			switch {
@@ -307,14 +308,44 @@ func (c *conn) readLoop(ctx context.Context) {
 		}
 		extend()
 		if !limiter.Allow() {
+			putFrameBuffer(buf)
 			c.closeWith(CloseRateLimited, "too many frames: slow down")
 			return
 		}
 		if typ != websocket.TextMessage {
+			putFrameBuffer(buf)
 			c.reply(errorFrame{Type: "error", Code: CodeInvalidFrame, Message: "binary frames are not supported; send JSON text frames"})
 			continue
 		}
-		c.aside(func() { c.handle(ctx, data) })
+		// handle keeps nothing of the frame once it returns.
+		c.aside(func() { c.handle(ctx, buf.Bytes()) })
+		putFrameBuffer(buf)
+	}
+}
+
+// frameBuffers hold client frames while they are handled. Taken only once
+// a frame arrives, so a connection waiting for one holds none.
+var frameBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readFrame waits for the next client frame and reads it into a buffer
+// from frameBuffers.
+func (c *conn) readFrame() (int, *bytes.Buffer, error) {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	buf := frameBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		putFrameBuffer(buf)
+		return 0, nil, err
+	}
+	return typ, buf, nil
+}
+
+func putFrameBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		frameBuffers.Put(buf)
 	}
 }
 
