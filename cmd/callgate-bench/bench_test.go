@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -296,5 +297,25 @@ func TestParseCPUTimes(t *testing.T) {
 	}
 	if _, err := parseCPUTimes("intr 1\n"); err == nil {
 		t.Fatal("no cpu line: no error")
+	}
+}
+
+func TestCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bench.pprof")
+	stop, err := startCPUProfile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A profile is gzipped protobuf.
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		t.Fatalf("profile of %d bytes is not gzipped", len(data))
+	}
+	if _, err := startCPUProfile(filepath.Join(path, "not-a-dir", "x")); err == nil || !strings.Contains(err.Error(), "--cpuprofile") {
+		t.Fatalf("profile into a missing directory: %v", err)
 	}
 }

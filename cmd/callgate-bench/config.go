@@ -39,8 +39,9 @@ type config struct {
 	SourceIPs    []net.IP
 	PIDs         []int
 
-	JSON     bool
-	Progress time.Duration
+	JSON       bool
+	CPUProfile string
+	Progress   time.Duration
 
 	Drain        time.Duration
 	SetupTimeout time.Duration
@@ -106,6 +107,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	sourceIPs := fs.String("source-ips", "", "local addresses to dial sockets from, rotating: 127.0.0.1-127.0.0.20 or a comma-separated list of addresses and ranges")
 	pids := fs.String("pids", "", "gateway process ids, comma-separated: report their CPU time and memory")
 	fs.BoolVar(&c.JSON, "json", false, "print the summary as JSON on stdout")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file, to see whether it limits the figures")
 	fs.DurationVar(&c.Progress, "progress", time.Second, "interval of progress lines on stderr; 0: none")
 	fs.DurationVar(&c.Drain, "drain", 5*time.Second, "how long to wait for deliveries still in flight once publishing stopped")
 	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 2*time.Minute, "bound on registering calls and connecting sockets")

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -26,6 +27,19 @@ func main() {
 		fmt.Fprintf(os.Stderr, "callgate-bench: %v\n", err)
 		os.Exit(2)
 	}
+	stopProfile := func() {}
+	if cfg.CPUProfile != "" {
+		if stopProfile, err = startCPUProfile(cfg.CPUProfile); err != nil {
+			fmt.Fprintf(os.Stderr, "callgate-bench: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	os.Exit(runMain(cfg, stopProfile))
+}
+
+// runMain runs the benchmark, prints its result and returns the exit code.
+func runMain(cfg config, stopProfile func()) int {
+	defer stopProfile()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := run(ctx, cfg, os.Stderr)
@@ -38,11 +52,31 @@ func main() {
 			fmt.Fprintf(os.Stderr, "callgate-bench: %v\n", werr)
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "callgate-bench: %v\n", err)
-		os.Exit(3)
+		return 3
+	case res.failed():
+		return 1
 	}
-	if res.failed() {
-		os.Exit(1)
+	return 0
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function runs.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "callgate-bench: --cpuprofile: %v\n", err)
+		}
+	}, nil
 }
