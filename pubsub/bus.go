@@ -61,9 +61,12 @@ var ErrClosed = errors.New("pubsub: bus closed")
 // every channel) after a failure.
 type Bus struct {
 	rdb redis.UniversalClient
-	ps  *redis.PubSub
-	log *slog.Logger
-	cfg Config
+	// publisher sends Publish calls; concurrent ones go to Redis together,
+	// as one pipeline per round trip.
+	publisher redis.Scripter
+	ps        *redis.PubSub
+	log       *slog.Logger
+	cfg       Config
 
 	// cmdMu is held by the one goroutine sending queued commands. Lock
 	// order: cmdMu, then mu.
@@ -105,7 +108,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Bus {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 2 * time.Second
 	}
-	return &Bus{
+	b := &Bus{
 		rdb:     rdb,
 		ps:      rdb.Subscribe(context.Background()), // no channels yet: connects lazily
 		log:     cfg.Logger.With("component", "pubsub"),
@@ -115,6 +118,13 @@ func New(rdb redis.UniversalClient, cfg Config) *Bus {
 		left:    make(map[string]time.Time),
 		pending: make(map[string][]chan struct{}),
 	}
+	b.publisher = rdb
+	if ap, err := rdb.AutoPipeline(); err != nil {
+		b.log.Warn("publishing without batching", "err", err)
+	} else {
+		b.publisher = ap
+	}
+	return b
 }
 
 // Subscribe adds one local subscriber to channel and returns once Redis has
@@ -466,5 +476,10 @@ func (b *Bus) Close() error {
 		b.sweeper.Stop()
 	}
 	b.mu.Unlock()
+	if ap, ok := b.publisher.(*redis.AutoPipeliner); ok {
+		if err := ap.Close(); err != nil {
+			b.log.Warn("closing the publisher", "err", err)
+		}
+	}
 	return b.ps.Close()
 }

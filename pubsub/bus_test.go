@@ -7,11 +7,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/callgate/callgate/internal/redistest"
 	"github.com/callgate/callgate/pubsub"
+	"github.com/redis/go-redis/v9"
 )
 
 type received struct{ channel, payload string }
@@ -430,5 +432,66 @@ func TestLingeringChannels(t *testing.T) {
 		if sent >= n/10 {
 			t.Fatalf("%d UNSUBSCRIBE commands for %d channels: not batched", sent, n-1)
 		}
+	}
+}
+
+// pipelineCounter counts the pipelines a client sends, and the commands in
+// them.
+type pipelineCounter struct{ pipelines, commands atomic.Int64 }
+
+func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (*pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (p *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.pipelines.Add(1)
+		p.commands.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// TestConcurrentPublishesArePipelined: publishes made at once reach Redis
+// in fewer round trips than there are publishes, each still numbered and
+// delivered once.
+func TestConcurrentPublishesArePipelined(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	bus, msgs := startBus(t, srv)
+	ctx := context.Background()
+	ch := prefix + ":piped"
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	rdb := srv.Client(t)
+	var count pipelineCounter
+	rdb.AddHook(&count)
+	pub := pubsub.New(rdb, pubsub.Config{})
+	t.Cleanup(func() { pub.Close() })
+	const n = 400
+	var wg sync.WaitGroup
+	seqs := make(chan int64, n)
+	for i := range n {
+		wg.Go(func() {
+			res, err := pub.Publish(ctx, pubsub.Message{Seq: prefix + ":seq", Channels: []string{ch}, Head: []byte(strconv.Itoa(i) + ":")})
+			if err != nil {
+				t.Error(err)
+			}
+			seqs <- res.Seq
+		})
+	}
+	wg.Wait()
+	close(seqs)
+	seen := map[int64]bool{}
+	for s := range seqs {
+		seen[s] = true
+	}
+	if len(seen) != n || seen[0] {
+		t.Fatalf("%d distinct numbers for %d publishes", len(seen), n)
+	}
+	for range n {
+		next(t, msgs)
+	}
+	t.Logf("%d publishes in %d pipelines", count.commands.Load(), count.pipelines.Load())
+	if p := count.pipelines.Load(); p == 0 || p >= n {
+		t.Fatalf("%d publishes went out in %d pipelines", n, p)
 	}
 }
