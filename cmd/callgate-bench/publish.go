@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/time/rate"
 
 	"github.com/callgate/callgate/calls"
@@ -33,7 +32,7 @@ type answer struct {
 // post sends body to path on the next target and decodes the answer.
 // It retries what the gateway asks to retry: 503, 502, 504 and requests
 // that got no answer.
-func (b *bench) post(ctx context.Context, path string, body []byte, header func(http.Header)) (int, answer, int, error) {
+func (b *bench) post(ctx context.Context, path string, body []byte, header func(set func(key, value string))) (int, answer, int, error) {
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		status, a, err := b.postOnce(ctx, path, body, header)
@@ -54,28 +53,30 @@ func (b *bench) post(ctx context.Context, path string, body []byte, header func(
 	}
 }
 
-func (b *bench) postOnce(ctx context.Context, path string, body []byte, header func(http.Header)) (int, answer, error) {
-	u := b.target(b.nextHTTP.Add(1)) + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
+func (b *bench) postOnce(ctx context.Context, path string, body []byte, header func(set func(key, value string))) (int, answer, error) {
+	if err := ctx.Err(); err != nil {
 		return 0, answer{}, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	header(req.Header)
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return 0, answer{}, err
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(b.target(b.nextHTTP.Add(1)) + path)
+	req.Header.SetMethod(http.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.SetBodyRaw(body)
+	header(req.Header.Set)
+	deadline := time.Now().Add(httpTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return resp.StatusCode, answer{}, err
+	if err := b.http.DoDeadline(req, resp, deadline); err != nil {
+		return 0, answer{}, err
 	}
 	var a answer
-	if err := json.Unmarshal(data, &a); err != nil {
-		a.Message = fmt.Sprintf("%.200s", data)
+	if err := json.Unmarshal(resp.Body(), &a); err != nil {
+		a.Message = fmt.Sprintf("%.200s", resp.Body())
 	}
-	return resp.StatusCode, a, nil
+	return resp.StatusCode(), a, nil
 }
 
 // register creates every call, in-progress, concurrently.
@@ -85,9 +86,9 @@ func (b *bench) register(ctx context.Context, cs []*callState) error {
 	var once sync.Once
 	forEach(ctx, len(cs), b.cfg.Concurrency, func(i int) {
 		body, _ := json.Marshal(map[string]string{"call_sid": cs[i].sid, "status": "in-progress"})
-		status, a, _, err := b.post(ctx, "/api/calls", body, func(h http.Header) {
+		status, a, _, err := b.post(ctx, "/api/calls", body, func(set func(string, string)) {
 			if b.cfg.APIKey != "" {
-				h.Set("Authorization", "Bearer "+b.cfg.APIKey)
+				set("Authorization", "Bearer "+b.cfg.APIKey)
 			}
 		})
 		if err == nil && status != http.StatusCreated && status != http.StatusOK {
@@ -130,11 +131,11 @@ func (b *bench) webhook(ctx context.Context, c *callState) {
 	body := b.webhookBody(c.sid, c.source.Add(1))
 	sent := time.Now()
 	var tried time.Time
-	status, a, attempts, err := b.post(ctx, "/webhooks/transcription", body, func(h http.Header) {
+	status, a, attempts, err := b.post(ctx, "/webhooks/transcription", body, func(set func(string, string)) {
 		b.webhooksSent.Add(1)
 		tried = time.Now()
 		if b.cfg.WebhookSecret != "" {
-			h.Set(calls.SignatureHeader, calls.Sign([]byte(b.cfg.WebhookSecret), time.Now(), body))
+			set(calls.SignatureHeader, calls.Sign([]byte(b.cfg.WebhookSecret), time.Now(), body))
 		}
 	})
 	if attempts > 1 {
