@@ -125,6 +125,10 @@ func (h *Handler) logged(next echo.HandlerFunc) echo.HandlerFunc {
 		case status >= 400:
 			level = slog.LevelWarn
 		}
+		ctx := c.Request().Context()
+		if !h.log.Enabled(ctx, level) {
+			return err
+		}
 		attrs := []any{"path", c.Path(), "status", status,
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"duration", time.Since(start).String()}
@@ -137,7 +141,7 @@ func (h *Handler) logged(next echo.HandlerFunc) echo.HandlerFunc {
 		if n.eventID != 0 {
 			attrs = append(attrs, "event_id", n.eventID)
 		}
-		h.log.Log(c.Request().Context(), level, "webhook", attrs...)
+		h.log.Log(ctx, level, "webhook", attrs...)
 		return err
 	}
 }
