@@ -12,7 +12,8 @@ import (
 )
 
 // The pure parts of webhook ingest: signature check, then decoding. The
-// Redis work that follows is measured end to end by cmd/callgate-bench.
+// whole path, with the Redis work that follows, is measured by
+// BenchmarkLiveWebhook in cmd/callgate and by cmd/callgate-bench.
 
 func readFixture(b *testing.B, name string) []byte {
 	b.Helper()

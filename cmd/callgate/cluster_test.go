@@ -28,14 +28,14 @@ const (
 
 // instance is one gateway started by a test.
 type instance struct {
-	t   *testing.T
+	t   testing.TB
 	app *app
 	url string // http://127.0.0.1:port
 }
 
 // startInstance starts a gateway on a free loopback port against srv, with
 // key prefix prefix, and stops it when the test ends.
-func startInstance(t *testing.T, srv *redistest.Server, prefix, name string, mutate ...func(*config)) *instance {
+func startInstance(t testing.TB, srv *redistest.Server, prefix, name string, mutate ...func(*config)) *instance {
 	t.Helper()
 	cfg, err := parseConfig([]string{
 		"--addr", "127.0.0.1:0",
@@ -87,7 +87,7 @@ func startCluster(t *testing.T, n int) (*redistest.Server, []*instance) {
 
 // testWriter sends logs to the test log until the test ends.
 type testWriter struct {
-	t       *testing.T
+	t       testing.TB
 	mu      sync.Mutex
 	stopped bool
 }
