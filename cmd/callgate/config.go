@@ -156,7 +156,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Int64Var(&c.HistoryEvents, "history-events", 1000, "events kept per call for clients that resume (approximate)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long a call's event history is kept after the call is done or failed")
 	fs.DurationVar(&c.CallCacheTTL, "call-cache-ttl", 2*time.Second, "how long live webhooks may reuse a call record of a call in progress read before; 0 reads it every time")
-	fs.DurationVar(&c.UnsubscribeLinger, "unsubscribe-linger", 2*time.Second, "how long the instance stays subscribed in Redis to a call no local client follows any more, so that clients coming back cost no round trip; 0 unsubscribes at once")
+	fs.DurationVar(&c.UnsubscribeLinger, "unsubscribe-linger", 2*time.Second, "how long the instance stays subscribed in Redis to a call no local client follows any more, so that clients coming back need no new SUBSCRIBE; 0 unsubscribes at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: callgate [flags]\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
