@@ -62,7 +62,9 @@ var ErrClosed = errors.New("pubsub: bus closed")
 type Bus struct {
 	rdb redis.UniversalClient
 	// publisher sends Publish calls; concurrent ones go to Redis together,
-	// as one pipeline per round trip.
+	// as one pipeline per round trip. It is the client's autopipeliner,
+	// which go-redis shares among the client's users and closes with the
+	// client.
 	publisher redis.Scripter
 	ps        *redis.PubSub
 	log       *slog.Logger
@@ -464,7 +466,8 @@ func (b *Bus) isClosed() bool {
 }
 
 // Close closes the subscriber connection and stops Run. It does not close
-// the Redis client, which the caller owns.
+// the Redis client, which the caller owns, nor the client's autopipeliner,
+// which closes with it.
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -476,10 +479,5 @@ func (b *Bus) Close() error {
 		b.sweeper.Stop()
 	}
 	b.mu.Unlock()
-	if ap, ok := b.publisher.(*redis.AutoPipeliner); ok {
-		if err := ap.Close(); err != nil {
-			b.log.Warn("closing the publisher", "err", err)
-		}
-	}
 	return b.ps.Close()
 }
