@@ -3,6 +3,8 @@ package calls
 import (
 	"sync"
 	"time"
+
+	"github.com/callgate/callgate/internal/expiring"
 )
 
 // callCache remembers, for a short time, the calls that live webhooks
@@ -17,16 +19,8 @@ import (
 // window is kept; a conversation_id linked on another instance is seen
 // at the next event that carries it, since that event links it here too.
 type callCache struct {
-	ttl time.Duration
-	now func() time.Time
-
 	mu sync.Mutex
-	m  map[string]cachedCall // by call_sid and by conversation_id
-}
-
-type cachedCall struct {
-	call  Call
-	until time.Time
+	m  *expiring.Map[Call] // by call_sid and by conversation_id
 }
 
 // maxCachedCalls bounds the cache; past it, expired entries go, and if
@@ -34,7 +28,7 @@ type cachedCall struct {
 const maxCachedCalls = 100_000
 
 func newCallCache(ttl time.Duration) *callCache {
-	return &callCache{ttl: ttl, now: time.Now, m: make(map[string]cachedCall)}
+	return &callCache{m: expiring.New[Call](ttl, maxCachedCalls)}
 }
 
 // get returns the call id names, if it is cached and fresh.
@@ -42,14 +36,9 @@ func (c *callCache) get(id string) (Call, bool) {
 	if c == nil {
 		return Call{}, false
 	}
-	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.m[id]
-	if !ok || now.After(e.until) {
-		return Call{}, false
-	}
-	return e.call, true
+	return c.m.Get(id)
 }
 
 // remember caches call as what Resolve(id) returned.
@@ -72,39 +61,20 @@ func (c *callCache) store(call Call, resolvedBy string) {
 		c.forget(call)
 		return
 	}
-	c.makeRoom()
-	now := c.now()
-	e := cachedCall{call: call, until: now.Add(c.ttl)}
-	c.m[call.CallSID] = e
+	c.m.Set(call.CallSID, call)
 	if resolvedBy != "" {
-		c.m[resolvedBy] = e
+		c.m.Set(resolvedBy, call)
 	}
-	if old, ok := c.m[call.ConversationID]; ok && old.call.CallSID == call.CallSID && !now.After(old.until) {
-		c.m[call.ConversationID] = e
+	if old, ok := c.m.Get(call.ConversationID); ok && old.CallSID == call.CallSID {
+		c.m.Set(call.ConversationID, call)
 	}
 }
 
 // forget drops the entries of call. Called with mu held.
 func (c *callCache) forget(call Call) {
 	for _, id := range []string{call.CallSID, call.ConversationID} {
-		if e, ok := c.m[id]; ok && e.call.CallSID == call.CallSID {
-			delete(c.m, id)
+		if old, ok := c.m.Get(id); ok && old.CallSID == call.CallSID {
+			c.m.Delete(id)
 		}
-	}
-}
-
-// makeRoom keeps the cache under maxCachedCalls. Called with mu held.
-func (c *callCache) makeRoom() {
-	if len(c.m) < maxCachedCalls {
-		return
-	}
-	now := c.now()
-	for id, e := range c.m {
-		if now.After(e.until) {
-			delete(c.m, id)
-		}
-	}
-	if len(c.m) >= maxCachedCalls {
-		clear(c.m)
 	}
 }

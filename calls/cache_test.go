@@ -8,7 +8,7 @@ import (
 func TestCallCache(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newCallCache(2 * time.Second)
-	c.now = func() time.Time { return now }
+	c.m.Now = func() time.Time { return now }
 	running := Call{CallSID: "EL_1", ConversationID: "conv_1", Status: StatusInProgress}
 	has := func(id, want string) {
 		t.Helper()

@@ -3,6 +3,8 @@ package gateway
 import (
 	"sync"
 	"time"
+
+	"github.com/callgate/callgate/internal/expiring"
 )
 
 // targets remembers what call identifiers resolved to, so that a
@@ -17,16 +19,8 @@ import (
 // entry is then dropped and the identifier resolved afresh). Only calls
 // that exist are remembered.
 type targets struct {
-	ttl time.Duration
-	now func() time.Time
-
 	mu sync.Mutex
-	m  map[string]cachedTarget
-}
-
-type cachedTarget struct {
-	t     Target
-	until time.Time
+	m  *expiring.Map[Target]
 }
 
 const (
@@ -38,42 +32,26 @@ const (
 )
 
 func newTargets(ttl time.Duration) *targets {
-	return &targets{ttl: ttl, now: time.Now, m: make(map[string]cachedTarget)}
+	return &targets{m: expiring.New[Target](ttl, maxTargets)}
 }
 
 // get returns what id resolved to, if that is fresh.
 func (ts *targets) get(id string) (Target, bool) {
-	now := ts.now()
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	e, ok := ts.m[id]
-	if !ok || now.After(e.until) {
-		return Target{}, false
-	}
-	return e.t, true
+	return ts.m.Get(id)
 }
 
 // put remembers that id resolved to t.
 func (ts *targets) put(id string, t Target) {
-	now := ts.now()
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if len(ts.m) >= maxTargets {
-		for k, e := range ts.m {
-			if now.After(e.until) {
-				delete(ts.m, k)
-			}
-		}
-		if len(ts.m) >= maxTargets {
-			clear(ts.m)
-		}
-	}
-	ts.m[id] = cachedTarget{t: t, until: now.Add(ts.ttl)}
+	ts.m.Set(id, t)
 }
 
 // forget drops what id resolved to.
 func (ts *targets) forget(id string) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	delete(ts.m, id)
+	ts.m.Delete(id)
 }
