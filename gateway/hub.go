@@ -35,10 +35,7 @@ func numberAfter(frame, prefix []byte) (n int64, next byte, ok bool) {
 	if !ok {
 		return 0, 0, false
 	}
-	end := 0
-	for end < len(rest) && rest[end] >= '0' && rest[end] <= '9' {
-		end++
-	}
+	end := digits(rest, 0)
 	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
 	if err != nil {
 		return 0, 0, false
