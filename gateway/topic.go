@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 )
 
@@ -37,8 +39,19 @@ type topicState struct {
 
 // versionOf reads the version of a state frame; ok=false if it has none.
 func (t *topicState) versionOf(frame []byte) (int64, bool) {
-	v, _, ok := numberAfter(frame, []byte(t.FramePrefix))
-	return v, ok
+	return numberAfter(frame, []byte(t.FramePrefix))
+}
+
+// numberAfter reads the decimal integer right after prefix at the start
+// of frame. State frames put their version there so that it can be read
+// without decoding the frame.
+func numberAfter(frame, prefix []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(frame, prefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(rest[:digits(rest, 0)]), 10, 64)
+	return n, err == nil
 }
 
 // publish sends the state frame of version to every local connection that
