@@ -9,18 +9,6 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Identity is an authenticated client.
-type Identity struct {
-	User, Name, Org string
-	// Expires is when the credentials end; zero for never.
-	Expires time.Time
-}
-
-// Authenticator verifies a client's token.
-type Authenticator interface {
-	Authenticate(token string) (Identity, error)
-}
-
 // Close codes of authentication and limits.
 const (
 	// CloseAuthFailed: no valid token in time, or a frame before auth.

@@ -8,13 +8,6 @@ import (
 	"sync"
 )
 
-// TopicSource gives a topic's current state.
-type TopicSource interface {
-	// Current returns the topic's state frame and its version; version 0
-	// and a nil frame when the topic has no state yet.
-	Current(ctx context.Context, topic string) (frame []byte, version int64, err error)
-}
-
 // Topic configures one state topic.
 type Topic struct {
 	Name string
