@@ -33,8 +33,6 @@ type Config struct {
 	// PongWait is how long a silent client is kept; the server pings
 	// every 9/10 of it. Default 60s.
 	PongWait time.Duration
-	// PingPeriod is derived from PongWait.
-	PingPeriod time.Duration
 	// SubscribeTimeout bounds resolving and subscribing one call.
 	// Default 10s.
 	SubscribeTimeout time.Duration
@@ -79,6 +77,10 @@ type Config struct {
 	TopicSource TopicSource
 }
 
+// pingPeriod is how often the server pings: often enough that a client
+// that answers is never silent for PongWait.
+func (c *Config) pingPeriod() time.Duration { return c.PongWait * 9 / 10 }
+
 func (c *Config) fill() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -98,7 +100,6 @@ func (c *Config) fill() {
 	if c.PongWait <= 0 {
 		c.PongWait = 60 * time.Second
 	}
-	c.PingPeriod = c.PongWait * 9 / 10
 	if c.SubscribeTimeout <= 0 {
 		c.SubscribeTimeout = 10 * time.Second
 	}

@@ -47,11 +47,8 @@ type conn struct {
 	closing  bool
 
 	closeOnce sync.Once
-	// done is closed when the connection must end; closeCode and
-	// closeText, set before, say how.
-	done      chan struct{}
-	closeCode int
-	closeText string
+	// done is closed when the connection must end.
+	done chan struct{}
 	// finished is closed once the close frame is written or writing
 	// failed; finishOnce guards it.
 	finished   chan struct{}

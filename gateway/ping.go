@@ -2,11 +2,11 @@ package gateway
 
 import "time"
 
-// pinger pings every connection once per PingPeriod, a slice of them at a
+// pinger pings every connection once per ping period (9/10 of PongWait), a slice of them at a
 // time, so that no connection needs a timer of its own.
 func (s *Server) pinger() {
 	const slots = 8
-	t := time.NewTicker(max(s.cfg.PingPeriod/slots, time.Millisecond))
+	t := time.NewTicker(max(s.cfg.pingPeriod()/slots, time.Millisecond))
 	defer t.Stop()
 	var batch []*conn
 	for slot := uint32(0); ; slot = (slot + 1) % slots {

@@ -1,7 +1,5 @@
 package gateway
 
-import "github.com/gorilla/websocket"
-
 // enqueue queues a frame without blocking. When SendQueue live frames
 // already wait, the client is too slow: it is disconnected
 // (CloseSendQueueOverflow) so that it never delays anyone else.
@@ -88,7 +86,7 @@ func (c *conn) closeWith(code int, text string) { c.end(code, text, false) }
 // end ends the connection; the first call wins. It queues the close
 // frame, after the frames already queued or, with drop, instead of them.
 func (c *conn) end(code int, text string, drop bool) {
-	if !c.stop(code, text) {
+	if !c.stop() {
 		return
 	}
 	if c.seal(drop, outFrame{data: closeFrame(code, text), control: true, close: true}) {
@@ -96,21 +94,19 @@ func (c *conn) end(code int, text string, drop bool) {
 	}
 }
 
-// closedBy ends the connection after gorilla has sent the close frame
-// with code itself.
-func (c *conn) closedBy(code int) {
-	if c.stop(code, "") {
+// closedByGorilla ends the connection after gorilla has sent the close
+// frame itself.
+func (c *conn) closedByGorilla() {
+	if c.stop() {
 		c.seal(false)
 		c.finish()
 	}
 }
 
-// stop records how the connection ends and closes done. Only the first
-// call does, and reports that it did.
-func (c *conn) stop(code int, text string) bool {
+// stop closes done. Only the first call does, and reports that it did.
+func (c *conn) stop() bool {
 	first := false
 	c.closeOnce.Do(func() {
-		c.closeCode, c.closeText = code, text
 		close(c.done)
 		first = true
 	})
@@ -142,20 +138,11 @@ func (c *conn) finish() {
 	c.finishOnce.Do(func() { close(c.finished) })
 }
 
-func (c *conn) ending() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // fail ends a connection whose write failed: closing the socket makes
 // readLoop return at once, which removes every subscription.
 func (c *conn) fail(err error) {
 	c.logger().Debug("write failed", "err", err)
-	c.stop(websocket.CloseAbnormalClosure, "")
+	c.stop()
 	c.seal(true)
 	c.finish()
 	_ = c.nc.Close()

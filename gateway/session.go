@@ -86,7 +86,7 @@ func (c *conn) readLoop(ctx context.Context) {
 			switch {
 			case errors.Is(err, websocket.ErrReadLimit):
 				c.logger().Info("frame over the size limit", "limit", cfg.MaxFrameBytes)
-				c.closedBy(websocket.CloseMessageTooBig) // gorilla sent it
+				c.closedByGorilla() // with 1009
 			case errors.As(err, &ne) && ne.Timeout():
 				// Not 1000: the client should reconnect.
 				c.closeWith(websocket.CloseGoingAway, "no pong within the timeout")
