@@ -19,7 +19,6 @@ type conn struct {
 	srv         *Server
 	ws          *websocket.Conn
 	id          string
-	user        string
 	connectedAt time.Time
 	// requestID is the upgrade request's id, for the logs.
 	requestID string
@@ -58,8 +57,9 @@ type conn struct {
 	topic    *topicState
 	attached bool
 
-	// authMu guards identity and the expiry timers.
+	// authMu guards user, identity and the expiry timers.
 	authMu      sync.Mutex
+	user        string    // identity's User; "anonymous" without one
 	identity    *Identity // nil: anonymous
 	warnTimer   *time.Timer
 	expireTimer *time.Timer

@@ -52,7 +52,8 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 			c.replyError(f.ID, &frameError{CodeAuthNotNeeded, "this gateway does not check tokens"})
 			return
 		}
-		c.authenticate(f.Token, c.identity == nil)
+		_, identified := c.principal()
+		c.authenticate(f.Token, !identified)
 		return
 	}
 	if c.topic != nil && f.Type != typePing {

@@ -51,7 +51,8 @@ func (c *conn) run(mustAuth bool, path string) {
 // go on.
 func (c *conn) open(path string) bool {
 	s := c.srv
-	c.logger().Info("connection opened", "user", c.user, "path", path)
+	user, _ := c.principal()
+	c.logger().Info("connection opened", "user", user, "path", path)
 	ready := true
 	if c.topic == nil {
 		c.enqueue(c.welcome())
@@ -66,7 +67,8 @@ func (c *conn) open(path string) bool {
 
 // welcome is the first frame of every connection.
 func (c *conn) welcome() []byte {
-	return encode(welcomeFrame{Type: "welcome", ConnectionID: c.id, InstanceID: c.srv.cfg.InstanceID, User: c.user})
+	user, _ := c.principal()
+	return encode(welcomeFrame{Type: "welcome", ConnectionID: c.id, InstanceID: c.srv.cfg.InstanceID, User: user})
 }
 
 // readLoop reads and handles client frames until the connection ends, then
@@ -141,6 +143,7 @@ func (c *conn) cleanup(ctx context.Context) {
 	}
 	c.stopAuthTimers()
 	if c.counted {
-		c.srv.release(c.user)
+		user, _ := c.principal()
+		c.srv.release(user)
 	}
 }

@@ -73,13 +73,14 @@ func (t *topicState) publish(frame []byte, version int64) int {
 // it may still be on its way). Other connections get it from its live
 // frame, in order.
 func (t *topicState) add(c *conn, snapshot []byte, version int64) {
+	welcome := c.welcome()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if version > t.version {
 		t.version, t.frame = version, snapshot
 	}
 	t.conns[c] = t.version
-	c.enqueue(c.welcome())
+	c.enqueue(welcome)
 	if t.frame != nil {
 		c.enqueue(t.frame)
 	}
