@@ -154,7 +154,9 @@ func (h *hub) requestCatchUp(cs *channelState) {
 		return
 	}
 	cs.syncing = true
-	go h.catchUp(cs)
+	if !h.srv.bg.Go(func() { h.catchUp(cs) }) {
+		cs.syncing = false // shut down
+	}
 }
 
 // deliver queues payload, shared and never modified, to every local

@@ -44,7 +44,7 @@ type Server struct {
 	// nextSlot numbers connections for the pinger.
 	nextSlot atomic.Uint32
 
-	// ctx is the parent of every connection's work; cancelled by Close.
+	// ctx is the parent of every connection's work; cancelled by Shutdown.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -52,11 +52,19 @@ type Server struct {
 	topics          map[string]*topicState
 	topicsByChannel map[string]*topicState
 
+	// bg runs the pinger and the hub's catch-ups; Shutdown waits for
+	// them.
+	bg group
+	// stopOnce guards the end of Shutdown, which stops the goroutines
+	// that serve every connection.
+	stopOnce sync.Once
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	users    map[string]int // open connections by user
 	draining bool
-	wg       sync.WaitGroup
+	// wg counts the connections being upgraded or served.
+	wg sync.WaitGroup
 }
 
 // NewServer returns a Server. Feed it bus messages through Deliver.
@@ -78,8 +86,7 @@ func NewServer(cfg Config) *Server {
 	s.targets = newTargets(targetTTL)
 	s.flusher = newFlusher()
 	s.handlers = newHandlerPool(2 * time.Second)
-	context.AfterFunc(ctx, s.flusher.stop)
-	go s.pinger()
+	s.bg.Go(s.pinger)
 	for _, t := range cfg.Topics {
 		ts := &topicState{Topic: t, conns: make(map[*conn]int64)}
 		s.topics[t.Name] = ts
@@ -144,7 +151,10 @@ func (s *Server) Draining() bool {
 
 // Shutdown stops accepting connections, closes every open one with 1001
 // (going away) so clients reconnect elsewhere, and waits for them to finish
-// until ctx ends, when it drops the rest.
+// until ctx ends, when it drops the rest. Then it stops the server's own
+// goroutines (pinger, flusher, handlers, catch-ups) and waits for them:
+// once it returns, nothing of the server runs. Deliver and Resync may
+// still be called; they find no connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -157,18 +167,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	var err error
 	select {
 	case <-done:
-		s.cancel()
-		return nil
 	case <-ctx.Done():
+		err = ctx.Err()
 		s.mu.Lock()
 		for c := range s.conns {
 			_ = c.nc.Close()
 		}
 		s.mu.Unlock()
-		s.cancel()
+		s.cancel() // what the connections still wait for gives up
 		<-done
-		return ctx.Err()
 	}
+	s.stopOnce.Do(func() {
+		s.cancel()
+		s.handlers.stop()
+		s.flusher.stop()
+		s.bg.close()
+	})
+	return err
 }
