@@ -3,11 +3,15 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/callgate/callgate/gateway"
 	"github.com/callgate/callgate/internal/wstest"
@@ -138,4 +142,53 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 		c.Closed()
 	}
 	waitNoGatewayGoroutines(t)
+}
+
+// heldAuthenticator holds every token check until release.
+type heldAuthenticator struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (a heldAuthenticator) Authenticate(string) (gateway.Identity, error) {
+	a.entered <- struct{}{}
+	<-a.release
+	return gateway.Identity{User: "u"}, nil
+}
+
+// TestShutdownClosesWhatItsUpgradeOverlapped: a socket whose upgrade was
+// under way when Shutdown closed the others is closed with 1001 too,
+// rather than left open until Shutdown's deadline.
+func TestShutdownClosesWhatItsUpgradeOverlapped(t *testing.T) {
+	auth := heldAuthenticator{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv, _, url := startServer(t, gateway.Config{Authenticator: auth})
+	dialed := make(chan *wstest.Client, 1)
+	go func() {
+		c, err := wstest.TryDial(t, url, http.Header{"Authorization": {"Bearer token"}})
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- c
+	}()
+	<-auth.entered
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wstest.Wait)
+		defer cancel()
+		stopped <- srv.Shutdown(ctx)
+	}()
+	for !srv.Draining() {
+		runtime.Gosched()
+	}
+	close(auth.release)
+	c := <-dialed
+	if c == nil {
+		t.FailNow()
+	}
+	if code := wstest.CloseCode(c.Closed()); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 }

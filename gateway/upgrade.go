@@ -98,6 +98,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 	c.requestID = w.Header().Get("X-Request-Id")
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
+	if s.draining {
+		// Shutdown began during the upgrade, after it closed the
+		// connections it found.
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
 	s.mu.Unlock()
 	s.metrics.connections.Add(1)
 	// The connection gets a goroutine of its own and this one returns:
