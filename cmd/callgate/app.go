@@ -39,6 +39,11 @@ type app struct {
 	verifier *auth.Verifier
 	http     *http.Server
 	ln       net.Listener
+	// debug serves pprof profiles on debugLn with --debug-addr, else
+	// nil; debugDone is closed when serveDebug returns.
+	debug     *http.Server
+	debugLn   net.Listener
+	debugDone chan struct{}
 
 	busCtx    context.Context
 	busCancel context.CancelFunc
@@ -46,8 +51,8 @@ type app struct {
 	closeOnce sync.Once
 }
 
-// newApp connects to Redis, checks it answers, and listens on cfg.Addr.
-// It starts nothing else.
+// newApp connects to Redis, checks it answers, and listens on cfg.Addr
+// (and cfg.DebugAddr). It starts nothing else.
 func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: log}
 	redisURL := cfg.RedisURL
@@ -182,6 +187,14 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		a.closeRedis()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.DebugAddr != "" {
+		if a.debug, a.debugLn, err = listenDebug(cfg.DebugAddr); err != nil {
+			a.ln.Close()
+			a.closeRedis()
+			return nil, err
+		}
+		a.debugDone = make(chan struct{})
+	}
 	a.busCtx, a.busCancel = context.WithCancel(context.Background())
 	a.busDone = make(chan struct{})
 	return a, nil
@@ -244,7 +257,7 @@ func (a *app) serve() error {
 			a.log.Error("bus stopped", "err", err)
 		}
 	}()
-	if a.cfg.DebugAddr != "" {
+	if a.debug != nil {
 		go a.serveDebug()
 	}
 	a.log.Info("callgate listening", "addr", a.addr(), "dev", a.cfg.Dev)
@@ -255,7 +268,8 @@ func (a *app) serve() error {
 }
 
 // shutdown stops accepting, closes every socket with 1001 and waits for
-// them until ctx ends, then stops the bus and Redis, in that order.
+// them until ctx ends, then stops the bus, the pprof server and Redis, in
+// that order.
 func (a *app) shutdown(ctx context.Context) error {
 	var err error
 	a.closeOnce.Do(func() {
@@ -269,6 +283,7 @@ func (a *app) shutdown(ctx context.Context) error {
 		case <-a.busDone:
 		case <-ctx.Done():
 		}
+		a.stopDebug(ctx)
 		a.closeRedis()
 		err = errors.Join(herr, gerr)
 	})
