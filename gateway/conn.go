@@ -12,10 +12,12 @@ import (
 
 // conn is one client WebSocket connection.
 //
-// Its own goroutine, run, reads; it and the short-lived goroutines it
-// hands each frame to (aside), one at a time, own subs. Frames for the client go through enqueue; the server's
-// flusher writes them (see writer.go).
+// Its own goroutine, run, reads, and hands each frame to a handler
+// goroutine (aside), one at a time. Frames for the client go through
+// enqueue; the server's flusher writes them (see writer.go). Which
+// goroutine or lock owns each field is written in doc.go.
 type conn struct {
+	// Set by serve before run starts; read only after.
 	srv         *Server
 	ws          *websocket.Conn
 	id          string
@@ -25,7 +27,8 @@ type conn struct {
 	// slot picks the pinger's round that pings this connection.
 	slot uint32
 
-	// nc is the socket, raw its system handle (nil if it has none).
+	// nc is the socket, raw its system handle (nil if it has none); set
+	// by the upgrade.
 	nc  net.Conn
 	raw syscall.RawConn
 	// wmu is held while bytes go to the socket, by the flusher or by
@@ -53,7 +56,8 @@ type conn struct {
 	finished   chan struct{}
 	finishOnce sync.Once
 
-	// topic is set for a topic connection; attached once it follows it.
+	// topic is set for a topic connection (by serve); attached once it
+	// follows it (owned by run).
 	topic    *topicState
 	attached bool
 
@@ -63,15 +67,17 @@ type conn struct {
 	identity    *Identity // nil: anonymous
 	warnTimer   *time.Timer
 	expireTimer *time.Timer
-	// counted: the connection counts against its user's limit.
+
+	// Owned by run and, while it waits for them, its aside calls.
+	//
+	// counted: the connection counts against its user's limit (serve
+	// may set it first).
 	counted bool
 	// welcomed: the welcome frame is queued (set before readLoop
 	// starts).
 	welcomed bool
-
 	// subs are the calls followed, at most MaxSubscriptions (a list:
-	// it is short, and smaller than a map). Owned by run and, while it
-	// waits for them, its aside goroutines.
+	// it is short, and smaller than a map).
 	subs []*subscription
 }
 

@@ -27,6 +27,8 @@ type hub struct {
 }
 
 type hubShard struct {
+	// mu guards the fields below and the channels' states; frames are
+	// queued under it (see doc.go for the lock order).
 	mu    sync.Mutex
 	chans map[string]*channelState
 	// starts collects, during one delivery, the connections to hand to
@@ -34,8 +36,9 @@ type hubShard struct {
 	starts []*conn
 }
 
-// channelState is one followed call on this instance. Guarded by its
-// shard's mu.
+// channelState is one followed call on this instance. channel and key
+// never change; the rest, followers included, is guarded by its shard's
+// mu.
 type channelState struct {
 	channel string
 	key     string // the call, for History

@@ -1,5 +1,22 @@
 package gateway
 
+// A connection's send queue, and how the connection ends.
+//
+// Any goroutine queues frames for the client here without blocking; the
+// writer role (doc.go) takes them out. The queue closes once, in one of
+// four ways. The first closes done (stop) and sets closing: nothing more
+// is queued.
+//
+//	open     ── closeWith ──────▶ closing   the close frame goes after what is queued
+//	open     ── end with drop ──▶ closing   the close frame goes instead of it (the
+//	                                        client's close, a queue overflow)
+//	open     ── closedByGorilla ▶ finished  gorilla sent the close frame itself
+//	open     ── fail ───────────▶ finished  a write failed: queue dropped, socket closed
+//	closing  ── close frame written, or a write failed ──▶ finished
+//
+// finished is closed on entering finished. run waits for it, then reads
+// until the client's close (or WriteWait) and closes the socket.
+
 // enqueue queues a frame without blocking. When SendQueue live frames
 // already wait, the client is too slow: it is disconnected
 // (CloseSendQueueOverflow) so that it never delays anyone else.

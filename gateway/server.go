@@ -59,6 +59,7 @@ type Server struct {
 	// that serve every connection.
 	stopOnce sync.Once
 
+	// mu guards the fields below (see doc.go for the lock order).
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	users    map[string]int // open connections by user

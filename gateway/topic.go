@@ -24,7 +24,7 @@ type Topic struct {
 // and the local connections with the version each was sent last.
 type topicState struct {
 	Topic
-	mu      sync.Mutex // guards the fields below; held while enqueueing
+	mu      sync.Mutex // guards the fields below; held while enqueueing (see doc.go)
 	version int64
 	frame   []byte
 	conns   map[*conn]int64
