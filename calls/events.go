@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/callgate/callgate/internal/wire"
 	"github.com/callgate/callgate/pubsub"
 )
 
@@ -70,41 +71,23 @@ func NewEvents(pub Publisher, keys Keys, ret Retention) *Events {
 	return &Events{pub: pub, keys: keys, ret: ret, now: time.Now}
 }
 
-// frameTail is everything of an event frame after its event_id.
-type frameTail struct {
-	Event          string    `json:"event"`
-	CallSID        string    `json:"call_sid"`
-	ConversationID string    `json:"conversation_id,omitempty"`
-	Time           time.Time `json:"time"`
-	Data           any       `json:"data"`
-}
-
-// frameHead starts every event frame; the event_id follows it. Gateways
-// read the event_id from there without decoding the frame.
-var frameHead = []byte(`{"type":"event","event_id":"`)
+// frameHead starts every event frame; the event_id follows it.
+var frameHead = []byte(wire.Prefix)
 
 // Publish publishes one event of call c. The frame is encoded here, once:
 // subscribers receive exactly these bytes. When mark is not empty, an
 // event with the same mark for the same call is published only once, and
 // the repeat reports the first one's number.
 //
-// The frame is {"type":"event","event_id":"N","event":…,"call_sid":…,
-// "conversation_id":…,"time":…,"data":…}; event_id counts up from 1
-// within the call.
+// The frame is wire's event frame (see package wire); event_id counts up
+// from 1 within the call.
 func (e *Events) Publish(ctx context.Context, c Call, event string, data any, mark string) (pubsub.Published, error) {
-	tail, err := json.Marshal(frameTail{
-		Event:          event,
-		CallSID:        c.CallSID,
-		ConversationID: c.ConversationID,
-		Time:           e.now().UTC(),
-		Data:           data,
-	})
+	raw, err := json.Marshal(data)
 	if err != nil {
 		return pubsub.Published{}, fmt.Errorf("encode %s event: %w", event, err)
 	}
-	// tail is {"event":…}; the frame goes on after the id's closing quote.
-	tail[0] = ','
-	tail = append([]byte{'"'}, tail...)
+	t := wire.Tail{Event: event, CallSID: c.CallSID, ConversationID: c.ConversationID, Time: e.now(), Data: raw}
+	tail := wire.AppendTail(make([]byte, 0, wire.TailCap(t)), t)
 	channels := []string{e.keys.ChannelBySID(c.CallSID)}
 	if c.ConversationID != "" {
 		channels = append(channels, e.keys.ChannelByConversation(c.ConversationID))

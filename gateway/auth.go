@@ -9,18 +9,6 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Identity is an authenticated client.
-type Identity struct {
-	User, Name, Org string
-	// Expires is when the credentials end; zero for never.
-	Expires time.Time
-}
-
-// Authenticator verifies a client's token.
-type Authenticator interface {
-	Authenticate(token string) (Identity, error)
-}
-
 // Close codes of authentication and limits.
 const (
 	// CloseAuthFailed: no valid token in time, or a frame before auth.
@@ -108,6 +96,14 @@ func (c *conn) scheduleExpiry() {
 	})
 }
 
+// principal returns the connection's user ("anonymous" until it has an
+// identity) and whether it has an identity.
+func (c *conn) principal() (user string, identified bool) {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	return c.user, c.identity != nil
+}
+
 // org is the connection's tenant; "" when anonymous or none.
 func (c *conn) org() string {
 	c.authMu.Lock()
@@ -163,7 +159,7 @@ func (c *conn) authenticate(token string, first bool) bool {
 		return false
 	}
 	if !first {
-		if c.user != id.User {
+		if user, _ := c.principal(); user != id.User {
 			c.closeWith(CloseForbidden, "a fresh token must be for the same user")
 			return false
 		}

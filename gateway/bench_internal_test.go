@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"testing"
-	"time"
 )
 
 // BenchmarkDecodeFrame measures the parse of one client frame, done for
@@ -29,21 +28,5 @@ func BenchmarkDecodeFrame(b *testing.B) {
 				}
 			}
 		})
-	}
-}
-
-// BenchmarkEventHeader measures what the hub reads from every event it
-// fans out: the event_id and the publish time, without decoding the frame.
-func BenchmarkEventHeader(b *testing.B) {
-	frame := []byte(`{"type":"event","event_id":"1234","event":"transcript","call_sid":"CA0123456789abcdef","conversation_id":"conv_4k2m9x7p1q8w3e6r5t0y2u4i7o9a","time":"` +
-		time.Now().UTC().Format(time.RFC3339Nano) + `","data":{"role":"agent","text":"Hi, this is Ava from Northwind Dental. Am I speaking with Maria?","final":true,"source_event_id":1}}`)
-	b.ReportAllocs()
-	for b.Loop() {
-		if seq, ok := eventSeq(frame); !ok || seq != 1234 {
-			b.Fatal("event_id not read")
-		}
-		if publishedAt(frame) == 0 {
-			b.Fatal("time not read")
-		}
 	}
 }

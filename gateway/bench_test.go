@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/internal/wire"
 )
 
 // benchChannel is the one call the fan-out benchmark publishes to.
@@ -124,8 +125,6 @@ func subscribeBenchClient(url string) (*websocket.Conn, error) {
 	return ws, nil
 }
 
-var benchEventPrefix = []byte(`{"type":"event","event_id":"`)
-
 // read keeps the last event_id received in last until the socket closes.
 func (f *fanoutFixture) read(ws *websocket.Conn, last *atomic.Int64) {
 	buf := make([]byte, 0, 512)
@@ -148,16 +147,10 @@ func (f *fanoutFixture) read(ws *websocket.Conn, last *atomic.Int64) {
 				return
 			}
 		}
-		if len(buf) <= len(benchEventPrefix) || string(buf[:len(benchEventPrefix)]) != string(benchEventPrefix) {
+		id, _, ok := wire.Parse(buf)
+		if !ok {
 			f.failed.CompareAndSwap(nil, fmt.Errorf("unexpected frame %.100s", buf))
 			continue
-		}
-		var id int64
-		for _, c := range buf[len(benchEventPrefix):] {
-			if c < '0' || c > '9' {
-				break
-			}
-			id = id*10 + int64(c-'0')
 		}
 		if id != last.Load()+1 {
 			f.failed.CompareAndSwap(nil, fmt.Errorf("event %d after %d", id, last.Load()))
@@ -178,11 +171,11 @@ func (f *fanoutFixture) slowest() int64 {
 // run delivers b.N events and waits until every client received them.
 func (f *fanoutFixture) run(b *testing.B) {
 	first := f.call.last.Load() + 1
-	stamp := time.Now().UTC().Format(time.RFC3339Nano)
+	tail := wire.AppendTail(nil, wire.Tail{Event: "transcript", CallSID: "CA_bench", Time: time.Now(),
+		Data: []byte(`{"role":"agent","text":"hello","final":true}`)})
 	frames := make([][]byte, b.N)
 	for i := range frames {
-		frames[i] = fmt.Appendf(nil, `{"type":"event","event_id":"%d","event":"transcript","call_sid":"CA_bench","time":"%s","data":{"role":"agent","text":"hello","final":true}}`,
-			first+int64(i), stamp)
+		frames[i] = wire.Build(first+int64(i), 0, tail)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -1,72 +1,20 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"hash/maphash"
 	"math"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/callgate/callgate/internal/wire"
 )
 
 // hubShards spreads channels over independently locked maps so that
 // subscribes on one channel do not stall fan-out on another.
 const hubShards = 64
-
-// eventPrefix starts every call event frame; the decimal event_id
-// follows. The gateway reads event ids from there without decoding.
-var eventPrefix = []byte(`{"type":"event","event_id":"`)
-
-// eventSeq reads the event_id of an event frame.
-func eventSeq(frame []byte) (int64, bool) {
-	n, next, ok := numberAfter(frame, eventPrefix)
-	return n, ok && next == '"' && n > 0
-}
-
-// numberAfter reads the decimal integer right after prefix at the start
-// of frame, and the byte that follows it (0 at the end of frame). Server
-// frames put their sequence numbers there so that they can be read
-// without decoding the frame.
-func numberAfter(frame, prefix []byte) (n int64, next byte, ok bool) {
-	rest, ok := bytes.CutPrefix(frame, prefix)
-	if !ok {
-		return 0, 0, false
-	}
-	end := digits(rest, 0)
-	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	if end < len(rest) {
-		next = rest[end]
-	}
-	return n, next, true
-}
-
-var timeField = []byte(`"time":"`)
-
-// publishedAt reads an event frame's publish time, in Unix nanoseconds; 0
-// if it has none. The time field precedes the data, so the first match is
-// the frame's own.
-func publishedAt(frame []byte) int64 {
-	i := bytes.Index(frame, timeField)
-	if i < 0 {
-		return 0
-	}
-	rest := frame[i+len(timeField):]
-	end := bytes.IndexByte(rest, '"')
-	if end < 0 {
-		return 0
-	}
-	t, err := time.Parse(time.RFC3339Nano, string(rest[:end]))
-	if err != nil {
-		return 0
-	}
-	return t.UnixNano()
-}
 
 // hub maps bus channels to the local connections that follow them, and
 // makes sure each connection gets each event of a call once, in order,
@@ -79,6 +27,8 @@ type hub struct {
 }
 
 type hubShard struct {
+	// mu guards the fields below and the channels' states; frames are
+	// queued under it (see doc.go for the lock order).
 	mu    sync.Mutex
 	chans map[string]*channelState
 	// starts collects, during one delivery, the connections to hand to
@@ -86,8 +36,9 @@ type hubShard struct {
 	starts []*conn
 }
 
-// channelState is one followed call on this instance. Guarded by its
-// shard's mu.
+// channelState is one followed call on this instance. channel and key
+// never change; the rest, followers included, is guarded by its shard's
+// mu.
 type channelState struct {
 	channel string
 	key     string // the call, for History
@@ -206,7 +157,9 @@ func (h *hub) requestCatchUp(cs *channelState) {
 		return
 	}
 	cs.syncing = true
-	go h.catchUp(cs)
+	if !h.srv.bg.Go(func() { h.catchUp(cs) }) {
+		cs.syncing = false // shut down
+	}
 }
 
 // deliver queues payload, shared and never modified, to every local
@@ -215,7 +168,7 @@ func (h *hub) requestCatchUp(cs *channelState) {
 // reconnect): the channel then catches up from history, holding live
 // frames meanwhile.
 func (h *hub) deliver(channel string, payload []byte) int {
-	seq, ok := eventSeq(payload)
+	seq, _, ok := wire.Parse(payload)
 	if !ok {
 		h.srv.log.Warn("bus message without an event_id dropped", "channel", channel)
 		h.srv.metrics.dropped.Add(1)
@@ -233,7 +186,7 @@ func (h *hub) deliver(channel string, payload []byte) int {
 		return 0
 	}
 	n, gap := 0, false
-	out := outFrame{data: payload, published: publishedAt(payload)}
+	out := outFrame{data: payload, published: wire.PublishedAt(payload)}
 	for c, f := range cs.subs {
 		switch {
 		case seq <= f.last:

@@ -19,7 +19,7 @@ import (
 // entry is then dropped and the identifier resolved afresh). Only calls
 // that exist are remembered.
 type targets struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards m; a leaf
 	m  *expiring.Map[Target]
 }
 

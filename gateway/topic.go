@@ -1,17 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 )
-
-// TopicSource gives a topic's current state.
-type TopicSource interface {
-	// Current returns the topic's state frame and its version; version 0
-	// and a nil frame when the topic has no state yet.
-	Current(ctx context.Context, topic string) (frame []byte, version int64, err error)
-}
 
 // Topic configures one state topic.
 type Topic struct {
@@ -29,7 +24,7 @@ type Topic struct {
 // and the local connections with the version each was sent last.
 type topicState struct {
 	Topic
-	mu      sync.Mutex // guards the fields below; held while enqueueing
+	mu      sync.Mutex // guards the fields below; held while enqueueing (see doc.go)
 	version int64
 	frame   []byte
 	conns   map[*conn]int64
@@ -37,8 +32,19 @@ type topicState struct {
 
 // versionOf reads the version of a state frame; ok=false if it has none.
 func (t *topicState) versionOf(frame []byte) (int64, bool) {
-	v, _, ok := numberAfter(frame, []byte(t.FramePrefix))
-	return v, ok
+	return numberAfter(frame, []byte(t.FramePrefix))
+}
+
+// numberAfter reads the decimal integer right after prefix at the start
+// of frame. State frames put their version there so that it can be read
+// without decoding the frame.
+func numberAfter(frame, prefix []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(frame, prefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(rest[:digits(rest, 0)]), 10, 64)
+	return n, err == nil
 }
 
 // publish sends the state frame of version to every local connection that
@@ -67,13 +73,14 @@ func (t *topicState) publish(frame []byte, version int64) int {
 // it may still be on its way). Other connections get it from its live
 // frame, in order.
 func (t *topicState) add(c *conn, snapshot []byte, version int64) {
+	welcome := c.welcome()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if version > t.version {
 		t.version, t.frame = version, snapshot
 	}
 	t.conns[c] = t.version
-	c.enqueue(c.welcome())
+	c.enqueue(welcome)
 	if t.frame != nil {
 		c.enqueue(t.frame)
 	}

@@ -85,18 +85,21 @@ const flushChunk = 64
 
 // flusher writes queued frames for connections that have some.
 type flusher struct {
+	// mu guards the fields below; a leaf: nothing is taken under it.
 	mu      sync.Mutex
 	cond    sync.Cond
 	pending []*conn
 	idle    int // goroutines waiting for work
 	stopped bool
+
+	runners sync.WaitGroup
 }
 
 func newFlusher() *flusher {
 	f := &flusher{}
 	f.cond.L = &f.mu
 	for range runtime.GOMAXPROCS(0) {
-		go f.run()
+		f.runners.Go(f.run)
 	}
 	return f
 }
@@ -107,13 +110,11 @@ func (f *flusher) add(cs ...*conn) {
 	f.mu.Lock()
 	if f.stopped {
 		f.mu.Unlock()
-		// After stop, a connection still closing gets a goroutine of
-		// its own.
+		// After stop (when every connection has ended), the caller
+		// writes; flush never waits for the socket.
+		var w writeScratch
 		for _, c := range cs {
-			go func() {
-				var w writeScratch
-				c.flush(&w)
-			}()
+			c.flush(&w)
 		}
 		return
 	}
@@ -125,12 +126,14 @@ func (f *flusher) add(cs ...*conn) {
 	}
 }
 
-// stop ends the flusher's goroutines once the pending work is done.
+// stop ends the flusher's goroutines once the pending work is done, and
+// waits for them.
 func (f *flusher) stop() {
 	f.mu.Lock()
 	f.stopped = true
 	f.mu.Unlock()
 	f.cond.Broadcast()
+	f.runners.Wait()
 }
 
 func (f *flusher) run() {
@@ -341,34 +344,6 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		h.c.raw, _ = sc.SyscallConn()
 	}
 	return &lockedConn{Conn: nc, mu: &h.c.wmu}, rw, nil
-}
-
-// pinger pings every connection once per PingPeriod, a slice of them at a
-// time, so that no connection needs a timer of its own.
-func (s *Server) pinger() {
-	const slots = 8
-	t := time.NewTicker(max(s.cfg.PingPeriod/slots, time.Millisecond))
-	defer t.Stop()
-	var batch []*conn
-	for slot := uint32(0); ; slot = (slot + 1) % slots {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.mu.Lock()
-		for c := range s.conns {
-			if c.slot%slots == slot {
-				batch = append(batch, c)
-			}
-		}
-		s.mu.Unlock()
-		for _, c := range batch {
-			c.enqueueFrame(outFrame{data: pingFrame, control: true})
-		}
-		clear(batch)
-		batch = batch[:0]
-	}
 }
 
 // closeFrame is the wire form of a close frame with code and text; text

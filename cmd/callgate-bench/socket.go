@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/callgate/callgate/internal/wire"
 )
 
 // replyWait bounds the wait for one reply of the gateway.
@@ -226,11 +228,8 @@ func (s *sock) ended(err error) {
 	s.b.fail("socket dropped", "socket %d: %v", s.n, err)
 }
 
-// eventPrefix starts every event frame the gateway sends.
-var eventPrefix = []byte(`{"type":"event","event_id":"`)
-
 func (s *sock) handle(f []byte, now time.Time) {
-	if bytes.HasPrefix(f, eventPrefix) {
+	if _, _, ok := wire.Parse(f); ok {
 		s.event(f, now)
 		return
 	}
@@ -257,22 +256,14 @@ func (s *sock) handle(f []byte, now time.Time) {
 	}
 }
 
-// eventFields reads an event frame's event_id, event and publish time.
-// The gateway writes them, in this order, before the data, so the first
-// match of each key is the frame's own; anything else is decoded in full.
+// eventFields reads an event frame's event_id, event and publish time,
+// without decoding it when it is laid out as the gateway sends it;
+// anything else is decoded in full.
 func eventFields(f []byte) (id int64, event string, published time.Time, err error) {
-	if bytes.HasPrefix(f, eventPrefix) {
-		idText, rest, ok1 := bytes.Cut(f[len(eventPrefix):], []byte(`"`))
-		ev, ok2 := stringAfter(rest, `"event":"`)
-		t, ok3 := stringAfter(rest, `"time":"`)
-		if ok1 && ok2 && ok3 {
-			id, err = strconv.ParseInt(string(idText), 10, 64)
-			if err == nil {
-				published, err = time.Parse(time.RFC3339Nano, string(t))
-			}
-			if err == nil {
-				return id, string(ev), published, nil
-			}
+	if id, _, ok := wire.Parse(f); ok {
+		ev, ok := wire.EventName(f)
+		if ns := wire.PublishedAt(f); ok && ns != 0 {
+			return id, ev, time.Unix(0, ns), nil
 		}
 	}
 	var e struct {
@@ -285,16 +276,6 @@ func eventFields(f []byte) (id int64, event string, published time.Time, err err
 	}
 	id, err = strconv.ParseInt(e.EventID, 10, 64)
 	return id, e.Event, e.Time, err
-}
-
-// stringAfter returns the JSON string (without escapes) that follows key.
-func stringAfter(f []byte, key string) ([]byte, bool) {
-	i := bytes.Index(f, []byte(key))
-	if i < 0 {
-		return nil, false
-	}
-	v, _, ok := bytes.Cut(f[i+len(key):], []byte(`"`))
-	return v, ok && bytes.IndexByte(v, '\\') < 0
 }
 
 // event records one event frame: its latency when it is one of the

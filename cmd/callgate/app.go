@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +39,11 @@ type app struct {
 	verifier *auth.Verifier
 	http     *http.Server
 	ln       net.Listener
+	// debug serves pprof profiles on debugLn with --debug-addr, else
+	// nil; debugDone is closed when serveDebug returns.
+	debug     *http.Server
+	debugLn   net.Listener
+	debugDone chan struct{}
 
 	busCtx    context.Context
 	busCancel context.CancelFunc
@@ -49,8 +51,8 @@ type app struct {
 	closeOnce sync.Once
 }
 
-// newApp connects to Redis, checks it answers, and listens on cfg.Addr.
-// It starts nothing else.
+// newApp connects to Redis, checks it answers, and listens on cfg.Addr
+// (and cfg.DebugAddr). It starts nothing else.
 func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: log}
 	redisURL := cfg.RedisURL
@@ -185,74 +187,17 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		a.closeRedis()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.DebugAddr != "" {
+		if a.debug, a.debugLn, err = listenDebug(cfg.DebugAddr); err != nil {
+			a.ln.Close()
+			a.closeRedis()
+			return nil, err
+		}
+		a.debugDone = make(chan struct{})
+	}
 	a.busCtx, a.busCancel = context.WithCancel(context.Background())
 	a.busDone = make(chan struct{})
 	return a, nil
-}
-
-// resolver adapts the call store to what the gateway needs.
-func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
-	return gateway.ResolverFunc(func(ctx context.Context, id string) (gateway.Target, error) {
-		c, err := store.Resolve(ctx, id)
-		if errors.Is(err, calls.ErrNotFound) {
-			return gateway.Target{}, gateway.ErrNotFound
-		}
-		if err != nil {
-			return gateway.Target{}, err
-		}
-		return gateway.Target{Key: c.CallSID, Channel: keys.ChannelBySID(c.CallSID), Org: c.Org}, nil
-	})
-}
-
-// history adapts the bus's recorded sequences, read together with the
-// call's record, to what the gateway needs.
-type history struct {
-	bus  *pubsub.Bus
-	keys calls.Keys
-}
-
-func (h history) After(ctx context.Context, sid string, after int64) (gateway.HistoryRead, error) {
-	sp, err := h.bus.Range(ctx, h.keys.Seq(sid), h.keys.History(sid), h.keys.Record(sid), after)
-	if err != nil {
-		return gateway.HistoryRead{}, err
-	}
-	read := gateway.HistoryRead{Last: sp.Last, Events: make([]gateway.Event, len(sp.Entries))}
-	for i, e := range sp.Entries {
-		read.Events[i] = gateway.Event{Seq: e.Seq, Frame: e.Payload}
-	}
-	if len(sp.With) > 0 {
-		c, err := calls.ParseRecord(sp.With)
-		if err != nil {
-			return gateway.HistoryRead{}, err
-		}
-		if read.Record, err = json.Marshal(c); err != nil {
-			return gateway.HistoryRead{}, err
-		}
-		read.Org = c.Org
-	}
-	return read, nil
-}
-
-// authenticator adapts the token verifier to what the gateway needs.
-type authenticator struct{ v *auth.Verifier }
-
-func (a authenticator) Authenticate(token string) (gateway.Identity, error) {
-	id, err := a.v.Verify(token)
-	if err != nil {
-		return gateway.Identity{}, err
-	}
-	return gateway.Identity{User: id.User, Name: id.Name, Org: id.Org, Expires: id.Expires}, nil
-}
-
-// topicSource adapts the topic store to what the gateway needs.
-type topicSource struct{ store *topics.Store }
-
-func (t topicSource) Current(ctx context.Context, topic string) ([]byte, int64, error) {
-	st, err := t.store.Current(ctx, topic)
-	if err != nil || st.Version == 0 {
-		return nil, 0, err
-	}
-	return topics.Frame(st), st.Version, nil
 }
 
 // resync catches the gateway up after the bus lost Redis for a while.
@@ -312,7 +257,7 @@ func (a *app) serve() error {
 			a.log.Error("bus stopped", "err", err)
 		}
 	}()
-	if a.cfg.DebugAddr != "" {
+	if a.debug != nil {
 		go a.serveDebug()
 	}
 	a.log.Info("callgate listening", "addr", a.addr(), "dev", a.cfg.Dev)
@@ -322,23 +267,9 @@ func (a *app) serve() error {
 	return nil
 }
 
-// serveDebug serves pprof profiles on --debug-addr until the process ends.
-func (a *app) serveDebug() {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	srv := &http.Server{Addr: a.cfg.DebugAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	a.log.Warn("serving pprof profiles", "addr", a.cfg.DebugAddr)
-	if err := srv.ListenAndServe(); err != nil {
-		a.log.Error("debug server stopped", "err", err)
-	}
-}
-
 // shutdown stops accepting, closes every socket with 1001 and waits for
-// them until ctx ends, then stops the bus and Redis, in that order.
+// them until ctx ends, then stops the bus, the pprof server and Redis, in
+// that order.
 func (a *app) shutdown(ctx context.Context) error {
 	var err error
 	a.closeOnce.Do(func() {
@@ -352,6 +283,7 @@ func (a *app) shutdown(ctx context.Context) error {
 		case <-a.busDone:
 		case <-ctx.Done():
 		}
+		a.stopDebug(ctx)
 		a.closeRedis()
 		err = errors.Join(herr, gerr)
 	})
@@ -368,64 +300,4 @@ func (a *app) closeRedis() {
 	if a.mini != nil {
 		a.mini.Close()
 	}
-}
-
-// printDevBanner says loudly that nothing is protected, and shows how to
-// try the gateway.
-func printDevBanner(w io.Writer, cfg config, a *app) {
-	host := a.addr()
-	if h, p, err := net.SplitHostPort(host); err == nil && (h == "::" || h == "0.0.0.0" || h == "") {
-		host = "localhost:" + p
-	}
-	a.log.Warn("DEVELOPMENT MODE: not for production",
-		"embedded_redis", a.mini != nil,
-		"webhooks_signed", len(cfg.WebhookSecrets) > 0,
-		"api_key_required", len(cfg.APIKeys) > 0)
-	fmt.Fprintf(w, `
-==================================================================
- callgate DEVELOPMENT MODE -- do not expose this instance.
- Redis: %s.  Webhook signatures: %s.  API key: %s.
- Socket tokens: %[5]s.
-------------------------------------------------------------------
- 1. Register a call:
-    curl -s -X POST http://%[4]s/api/calls \
-      -d '{"call_sid":"EL_demo","conversation_id":"conv_demo"}'
-
- 2. Subscribe (in another terminal; any WebSocket client):
-    websocat ws://%[4]s/ws/calls/transcriptions
-    {"type":"subscribe","id":"1","call":"EL_demo"}
-
- 3. Post a live transcript event:
-    curl -s -X POST http://%[4]s/webhooks/transcription \
-      -d '{"call_sid":"EL_demo","event":{"type":"user_transcript","user_transcription_event":{"user_transcript":"Hello!","event_id":1}}}'
-==================================================================
-
-`, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
-		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host,
-		socketAuth(cfg))
-}
-
-// socketAuth says how sockets authenticate under cfg.
-func socketAuth(cfg config) string {
-	switch {
-	case !cfg.hasTokenVerifier():
-		return "NOT checked: every socket is anonymous"
-	case cfg.AllowAnonymous:
-		return "verified when given; sockets without one are anonymous"
-	}
-	return "required"
-}
-
-func describeRedis(a *app) string {
-	if a.mini != nil {
-		return "embedded (in memory, lost on exit)"
-	}
-	return "external"
-}
-
-func onOff(b bool, on, off string) string {
-	if b {
-		return on
-	}
-	return off
 }

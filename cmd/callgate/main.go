@@ -76,5 +76,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, banner io.Writer) er
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	return a.shutdown(sctx)
+	err = a.shutdown(sctx)
+	<-errc // serve returns once the HTTP server is shut down
+	return err
 }

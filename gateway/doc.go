@@ -1,0 +1,119 @@
+// Package gateway serves client WebSocket connections: the call
+// subscription protocol, each instance's local subscriptions, and the
+// fan-out of bus messages to the sockets that follow them.
+//
+// It declares what it needs from the rest of the system (interfaces.go:
+// Bus, Resolver, History, TopicSource, Authenticator) and imports neither
+// the Redis bus nor the call store.
+//
+// # Files
+//
+//	server.go      Server: delivery, stats, shutdown
+//	config.go      Config and its defaults
+//	upgrade.go     the checks and upgrade of a request
+//	conn.go        a connection's state
+//	session.go     a connection's life: run, open, the read loop, cleanup
+//	handlers.go    subscribe and unsubscribe
+//	auth.go        tokens, identities, per-user limits
+//	queue.go       the send queue and how a connection ends
+//	writer.go      the flusher: how queued frames reach the sockets
+//	write_linux.go the non-blocking writev (write_other.go: none elsewhere)
+//	ping.go        the pinger
+//	hub.go         local subscriptions, ordering and catch-up from history
+//	topic.go       state topics
+//	targets.go     the cache of resolved call identifiers
+//	protocol.go    frames and codes, and the reading of client frames
+//	decode.go      the decoding of client frames
+//	pool.go        the handler goroutines
+//	group.go       goroutines that Shutdown waits for
+//
+// # Goroutines
+//
+// Each runs the code named and owns what is said. Shutdown stops them all
+// and waits for them, but for the callers' goroutines and the token
+// timers, which it stops.
+//
+//   - The HTTP server's, per request: serve checks and upgrades, fills in
+//     the conn, and starts run. Server.wg counts it from the check.
+//   - run, one per connection (session.go): reads the socket (awaitAuth,
+//     readLoop), cleans up, and finishes the closing handshake. It owns
+//     subs, counted, welcomed and attached, which the handler it waits for
+//     in aside may use while it waits.
+//   - The handler workers (pool.go): each runs one aside call at a time,
+//     for the run goroutine that waits for it (open, handle: subscribe,
+//     unsubscribe, auth). They exit after two idle seconds or at Shutdown.
+//   - The flusher's, one per core (writer.go): write what connections
+//     queued, never waiting for a socket.
+//   - finishWrite, one per write that found the socket full: holds wmu,
+//     writes within WriteWait, hands the connection back. Closing finished
+//     is the last writer's last act on the connection, and run waits for
+//     it.
+//   - The pinger (ping.go): queues a ping to every connection once per
+//     9/10 of PongWait.
+//   - A catch-up per channel at a time (hub.go, while channelState.syncing):
+//     reads history and queues what followers miss.
+//   - The bus's receive goroutine (the caller's): Deliver. Never blocks.
+//   - The caller of Resync (the bus's reconnect callback).
+//   - Token timers (time.AfterFunc, auth.go): queue token_expiring or
+//     close the connection; stopped by cleanup.
+//
+// # Locks
+//
+// In the order they may be taken; a lock lower in the list is never held
+// while one higher up is taken, and the first group never nests:
+//
+//	Server.mu, topicState.mu, hubShard.mu   (at most one of them at a time)
+//	  -> conn.qmu        queue and writer role
+//	  -> flusher.mu      the flusher's pending list
+//	  -> group.mu        starting a catch-up (under hubShard.mu)
+//	  -> conn.authMu     user, identity, token timers
+//	  -> targets.mu      resolved identifiers
+//	gorilla's write lock
+//	  -> conn.wmu        bytes going to the socket
+//
+// Everything from conn.qmu down is a leaf: nothing is taken while it is
+// held, so leaves never nest either, and any of them may be taken under
+// the first group. conn.wmu is held across a blocking write, and a flusher
+// goroutine may hand it to a finishWrite goroutine; flusher goroutines
+// only TryLock it, so they never wait for a socket (finishWrite does). conn.closeOnce and
+// conn.finishOnce run only close(). Frames are queued under Server.mu
+// (Shutdown's close frames), topicState.mu (so each connection gets a
+// topic's versions in order) and hubShard.mu (so it gets a call's events
+// in order), which is why queueing never blocks.
+//
+// What each lock guards is written next to its fields. Functions that
+// expect a lock to be held say "Called with ... held".
+//
+// # Fields of a conn
+//
+//   - Set by serve before run starts, then read only: srv, ws, id,
+//     connectedAt, requestID, slot, nc, raw, topic, done, finished.
+//   - Under authMu: user, identity, warnTimer, expireTimer.
+//   - Under qmu: queue, spare, replayed, writing, closing.
+//   - Owned by run and the handler it waits for: subs, counted (which
+//     serve may set first), welcomed, attached.
+//
+// # The writer role
+//
+// conn.writing, under qmu, says that someone has the connection's queue to
+// write; only that one takes frames from the queue and writes them.
+// Whoever sets it hands the connection to the flusher.
+//
+//	idle       writing is false
+//	scheduled  on flusher.pending
+//	flushing   a flusher goroutine: take, then one non-blocking writev
+//	blocked    a finishWrite goroutine: the rest, with wmu held, within WriteWait
+//	sealed     the close frame is written: writing stays set, finished is closed
+//	failed     a write failed (fail): writing stays set, finished is closed
+//
+//	idle       ── a frame is queued (push, enqueueReplay, end) ──▶ scheduled
+//	scheduled  ── a flusher goroutine takes it ───────────────────▶ flushing
+//	flushing   ── the queue was empty (take) ─────────────────────▶ idle
+//	flushing   ── the socket is full, or gorilla holds wmu ───────▶ blocked
+//	flushing,  ── all written, more queued (written) ─────────────▶ scheduled
+//	blocked    ── all written, nothing queued ────────────────────▶ idle
+//	           ── the close frame written ────────────────────────▶ sealed
+//	           ── a write error ──────────────────────────────────▶ failed
+//
+// How a connection's queue closes is drawn in queue.go.
+package gateway

@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Bus follows channels for this instance. Subscribe returns once messages
+// published on the channel will reach the handler the bus was started
+// with; calls are reference-counted per channel.
+type Bus interface {
+	Subscribe(ctx context.Context, channel string) error
+	Unsubscribe(ctx context.Context, channel string) error
+}
+
+// Target is what a call identifier resolves to.
+type Target struct {
+	// Key identifies the call whatever identifier named it.
+	Key string
+	// Channel carries the call's events.
+	Channel string
+	// Org is the call's tenant; empty for none.
+	Org string
+}
+
+// Event is a call event read back from history.
+type Event struct {
+	Seq   int64
+	Frame []byte
+}
+
+// History reads the events a call has published.
+type History interface {
+	// After reads, at one moment, the events of call key numbered after
+	// after, oldest first (events the history no longer holds are
+	// missing), the call's last event_id, and the call's record.
+	After(ctx context.Context, key string, after int64) (HistoryRead, error)
+}
+
+// HistoryRead is what History.After read.
+type HistoryRead struct {
+	Events []Event
+	// Last is the call's last event_id.
+	Last int64
+	// Record is the call as JSON, as the subscribed reply carries it;
+	// nil if the call no longer exists.
+	Record json.RawMessage
+	// Org is the call's tenant; empty for none.
+	Org string
+}
+
+// ErrNotFound is returned by a Resolver for an unknown identifier.
+var ErrNotFound = errors.New("gateway: call not found")
+
+// Resolver finds the call an identifier (call_sid or conversation_id)
+// names. The server reuses a Target for up to a minute: what it holds
+// must not change while the call exists (the catch-up that follows each
+// subscribe checks the call's existence and org again).
+type Resolver interface {
+	Resolve(ctx context.Context, id string) (Target, error)
+}
+
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(ctx context.Context, id string) (Target, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, id string) (Target, error) { return f(ctx, id) }
+
+// Identity is an authenticated client.
+type Identity struct {
+	User, Name, Org string
+	// Expires is when the credentials end; zero for never.
+	Expires time.Time
+}
+
+// Authenticator verifies a client's token.
+type Authenticator interface {
+	Authenticate(token string) (Identity, error)
+}
+
+// TopicSource gives a topic's current state.
+type TopicSource interface {
+	// Current returns the topic's state frame and its version; version 0
+	// and a nil frame when the topic has no state yet.
+	Current(ctx context.Context, topic string) (frame []byte, version int64, err error)
+}

@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+)
+
+// ServeHTTP upgrades the request to a WebSocket that follows calls, and
+// serves it until it closes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serve(w, r, nil)
+}
+
+// serve checks, upgrades and serves one connection; topic is nil for the
+// call socket.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState) {
+	s.mu.Lock()
+	draining := s.draining
+	if !draining {
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if draining {
+		writeHTTPError(w, http.StatusServiceUnavailable, "shutting_down", "this instance is shutting down; connect to another")
+		return
+	}
+	upgraded := false
+	defer func() {
+		if !upgraded {
+			s.wg.Done()
+		}
+	}()
+	if s.metrics.connections.Load() >= int64(s.cfg.MaxConnections) {
+		writeHTTPError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance is at its connection limit; try another")
+		return
+	}
+	var id *Identity
+	mustAuth := false
+	if s.cfg.Authenticator != nil {
+		if token := tokenFrom(r); token != "" {
+			ident, err := s.cfg.Authenticator.Authenticate(token)
+			if err != nil {
+				s.log.Info("upgrade refused: invalid token", "err", err)
+				writeHTTPError(w, http.StatusUnauthorized, "invalid_token", "the token is invalid or expired")
+				return
+			}
+			id = &ident
+		} else {
+			mustAuth = !s.cfg.AllowAnonymous
+		}
+	}
+	if topic != nil && !mustAuth && s.cfg.Authenticator != nil && !topic.mayUse(id) {
+		writeHTTPError(w, http.StatusForbidden, "forbidden", "this topic is not readable with this token")
+		return
+	}
+	if id != nil && !s.admit(id.User) {
+		writeHTTPError(w, http.StatusTooManyRequests, "too_many_connections", "too many connections for this user")
+		return
+	}
+	c := &conn{
+		srv:         s,
+		id:          uuid.NewString(),
+		user:        "anonymous",
+		topic:       topic,
+		connectedAt: time.Now(),
+		slot:        s.nextSlot.Add(1),
+		done:        make(chan struct{}),
+		finished:    make(chan struct{}),
+	}
+	ws, err := s.upgrader.Upgrade(hijacker{w, c}, r, nil)
+	if err != nil {
+		if id != nil {
+			s.release(id.User)
+		}
+		return // the upgrader has answered
+	}
+	c.ws = ws
+	ws.SetPingHandler(func(data string) error {
+		c.enqueueFrame(outFrame{data: controlFrame(websocket.PongMessage, []byte(data)), control: true})
+		return nil
+	})
+	ws.SetCloseHandler(func(code int, _ string) error {
+		// The echo of the client's close, at once: what still waits
+		// for a client that is leaving is of no use to it.
+		c.end(code, "", true)
+		return nil
+	})
+	if id != nil {
+		c.counted = true
+		c.setIdentity(*id)
+	}
+	c.requestID = w.Header().Get("X-Request-Id")
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	if s.draining {
+		// Shutdown began during the upgrade, after it closed the
+		// connections it found.
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	s.mu.Unlock()
+	s.metrics.connections.Add(1)
+	// The connection gets a goroutine of its own and this one returns:
+	// everything the HTTP server held for the request is freed.
+	upgraded = true
+	go c.run(mustAuth, r.URL.Path)
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	if len(s.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if strings.EqualFold(o, u.Scheme+"://"+u.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+// upgradeError answers a request that could not be upgraded in the API's
+// error format.
+func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	code := "bad_handshake"
+	if status == http.StatusForbidden {
+		code = "origin_not_allowed"
+	}
+	writeHTTPError(w, status, code, reason.Error())
+}
+
+func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
+}
