@@ -32,6 +32,9 @@ func (h *Handler) storeError(c echo.Context, err error) error {
 		return httpapi.Fail(c, http.StatusConflict, CodeConflict, err.Error())
 	case errors.Is(err, ErrNotFound):
 		return httpapi.Fail(c, http.StatusNotFound, CodeCallNotFound, "no call has that call_sid or conversation_id")
+	case errors.Is(err, ErrLinking):
+		c.Response().Header().Set("Retry-After", "1")
+		return httpapi.Fail(c, http.StatusServiceUnavailable, CodeUnavailable, err.Error()+"; retry shortly")
 	case errors.Is(err, context.Canceled):
 		return err
 	}

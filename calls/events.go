@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -27,6 +27,8 @@ const (
 // Publisher numbers and publishes messages; *pubsub.Bus is one.
 type Publisher interface {
 	Publish(ctx context.Context, m pubsub.Message) (pubsub.Published, error)
+	// Expire sets how long key lives from now.
+	Expire(ctx context.Context, key string, ttl time.Duration) error
 }
 
 var _ Publisher = (*pubsub.Bus)(nil)
@@ -71,53 +73,145 @@ func NewEvents(pub Publisher, keys Keys, ret Retention) *Events {
 	return &Events{pub: pub, keys: keys, ret: ret, now: time.Now}
 }
 
-// frameHead starts every event frame; the event_id follows it.
-var frameHead = []byte(wire.Prefix)
+// Event is one event of a call to publish.
+type Event struct {
+	// Name is the frame's "event".
+	Name string
+	// Data is the event's data, one JSON value.
+	Data []byte
+	// Mark, when set, makes the event one delivery: an event with the
+	// same mark for the same call is published once per dedup window,
+	// and a repeat reports the first one's position.
+	Mark string
+	// Start moves a call that is initiated to in-progress in the same
+	// step, announced by a status event numbered just before this one:
+	// the first live event of a call, whichever instance gets it.
+	Start bool
+	// Ended: the call is done or failed; its history is kept for
+	// Retention.HistoryAfterEnd from this event.
+	Ended bool
+}
 
-// Publish publishes one event of call c. The frame is encoded here, once:
-// subscribers receive exactly these bytes. When mark is not empty, an
-// event with the same mark for the same call is published only once, and
-// the repeat reports the first one's number.
-//
-// The frame is wire's event frame (see package wire); event_id counts up
-// from 1 within the call.
-func (e *Events) Publish(ctx context.Context, c Call, event string, data any, mark string) (pubsub.Published, error) {
-	raw, err := json.Marshal(data)
-	if err != nil {
-		return pubsub.Published{}, fmt.Errorf("encode %s event: %w", event, err)
-	}
-	t := wire.Tail{Event: event, CallSID: c.CallSID, ConversationID: c.ConversationID, Time: e.now(), Data: raw}
-	tail := wire.AppendTail(make([]byte, 0, wire.TailCap(t)), t)
-	channels := []string{e.keys.ChannelBySID(c.CallSID)}
-	if c.ConversationID != "" {
-		channels = append(channels, e.keys.ChannelByConversation(c.ConversationID))
-	}
-	historyTTL := e.ret.Call
-	if c.Status == StatusDone || c.Status == StatusFailed {
-		historyTTL = e.ret.HistoryAfterEnd
-	}
+// Outcome is what Publish did.
+type Outcome struct {
+	pubsub.Position
+	// Duplicate: the event's mark was seen; nothing was published, and
+	// Position is the first delivery's.
+	Duplicate bool
+	// Call is the call's record after the step.
+	Call Call
+}
+
+// statusData is the data of the status event that announces a start.
+var statusData = []byte(`{"status":"` + string(StatusInProgress) + `"}`)
+
+// Publish publishes ev of the call sid, which must exist (ErrNotFound).
+// The frame is encoded here, once, but for what is known only in the
+// step (event_id, epoch, and conversation_id, read from the call's
+// record): subscribers receive exactly the bytes stored in the history.
+// See package wire for the frame.
+func (e *Events) Publish(ctx context.Context, sid string, ev Event) (Outcome, error) {
+	return e.publish(ctx, sid, "", ev)
+}
+
+func (e *Events) publish(ctx context.Context, sid, conv string, ev Event) (Outcome, error) {
+	now := e.now()
 	m := pubsub.Message{
-		Seq:        e.keys.Seq(c.CallSID),
-		SeqTTL:     e.ret.Call,
-		DedupTTL:   e.ret.Dedup,
-		History:    e.keys.History(c.CallSID),
-		HistoryMax: e.ret.HistoryEvents,
-		HistoryTTL: historyTTL,
-		Channels:   channels,
-		Head:       frameHead,
-		Tail:       tail,
+		Seq:          e.keys.Pos(sid),
+		SeqTTL:       e.ret.Call,
+		History:      e.keys.History(sid),
+		HistoryMax:   e.ret.HistoryEvents,
+		HistoryTTL:   e.ret.Call,
+		DedupTTL:     e.ret.Dedup,
+		Record:       e.keys.Record(sid),
+		Field:        "conversation_id",
+		RawField:     "conversation_id_json",
+		FieldPrefix:  []byte(wire.ConvKey),
+		FieldChannel: &pubsub.FieldChannel{Prefix: e.keys.convChannels(), Name: e.keys.ChannelByConversation},
+		Channels:     []string{e.keys.ChannelBySID(sid)},
+		Payload:      payload(wire.Tail{Event: ev.Name, CallSID: sid, Time: now, Data: ev.Data}),
 	}
-	if mark != "" {
-		m.Dedup = e.keys.dedup(c.CallSID, mark)
+	if ev.Ended {
+		m.HistoryTTL = e.ret.HistoryAfterEnd
+	}
+	if ev.Mark != "" {
+		m.Dedup = e.keys.dedup(sid, ev.Mark)
+	}
+	if conv != "" {
+		m.Expect = []string{"conversation_id", conv}
+	}
+	if ev.Start {
+		m.Transition = &pubsub.Transition{
+			Field: "status", From: string(StatusInitiated), To: string(StatusInProgress),
+			Set:       []string{"updated_at", now.UTC().Format(time.RFC3339Nano)},
+			RecordTTL: e.ret.Call,
+			Payload:   payload(wire.Tail{Event: EventStatus, CallSID: sid, Time: now, Data: statusData}),
+		}
 	}
 	res, err := e.pub.Publish(ctx, m)
-	if err != nil {
-		return res, fmt.Errorf("publish %s event of call %q: %w", event, c.CallSID, err)
+	switch {
+	case errors.Is(err, pubsub.ErrNoRecord):
+		return Outcome{}, ErrNotFound
+	case errors.Is(err, pubsub.ErrStale):
+		if other := recordField(res.Record, "conversation_id"); other != "" {
+			return Outcome{}, fmt.Errorf("%w: call is linked to another conversation_id", ErrConflict)
+		}
+		return Outcome{}, ErrNotLinked
+	case err != nil:
+		return Outcome{}, fmt.Errorf("publish %s event of call %q: %w", ev.Name, sid, err)
 	}
-	if !res.Duplicate {
+	call, err := ParseRecord(res.Record)
+	if err != nil {
+		return Outcome{}, err
+	}
+	out := Outcome{Position: res.Position, Duplicate: res.Duplicate, Call: call}
+	if res.Duplicate {
+		return out, nil
+	}
+	e.published.Add(1)
+	if res.Transitioned {
 		e.published.Add(1)
 	}
-	return res, nil
+	if ended := call.Status == StatusDone || call.Status == StatusFailed; ended && !ev.Ended {
+		// An event after the call ended: its history keeps the shorter
+		// time it was given at the end.
+		if err := e.pub.Expire(ctx, m.History, e.ret.HistoryAfterEnd); err != nil {
+			return out, fmt.Errorf("publish %s event of call %q: %w", ev.Name, sid, err)
+		}
+	}
+	return out, nil
+}
+
+// ErrNotLinked is returned by PublishLinked when the call is not linked to
+// the conversation it names.
+var ErrNotLinked = errors.New("call not linked to that conversation")
+
+// PublishLinked publishes ev of the call sid, if that call is linked to the
+// conversation conv; otherwise nothing (ErrNotLinked, or ErrConflict when
+// it is linked to another).
+func (e *Events) PublishLinked(ctx context.Context, sid, conv string, ev Event) (Outcome, error) {
+	return e.publish(ctx, sid, conv, ev)
+}
+
+// payload is the frame of t around what the publishing step fills in.
+func payload(t wire.Tail) pubsub.Payload {
+	before, after := wire.AppendSplitTail(make([]byte, 0, 64+len(t.CallSID)+len(t.Event)), make([]byte, 0, 64+len(t.Data)), t)
+	return pubsub.Payload{Head: frameHead, Mid: frameEpoch, Tail: before, Rest: after}
+}
+
+var (
+	frameHead  = []byte(wire.Prefix)
+	frameEpoch = []byte(wire.EpochSep)
+)
+
+// recordField returns the value of field in HGETALL's pairs.
+func recordField(kv []string, field string) string {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i] == field {
+			return kv[i+1]
+		}
+	}
+	return ""
 }
 
 // deliveryMark condenses what makes two deliveries the same event.

@@ -29,9 +29,9 @@ type HandlerConfig struct {
 	MaxPostCallBody int64
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
-	// CallCacheTTL is how long live webhooks may use a call record read
-	// before (only of calls in progress; see callCache). Zero: every
-	// live webhook reads the record from Redis.
+	// CallCacheTTL is how long live webhooks addressed by
+	// conversation_id may reuse the call_sid it is linked to (see
+	// callCache). Zero: every such webhook looks the call up.
 	CallCacheTTL time.Duration
 }
 
@@ -77,11 +77,12 @@ func (h *Handler) Register(e *echo.Echo, api *echo.Group) {
 // that sets the status the call already has, publishes nothing new.
 func (h *Handler) publishStatus(ctx context.Context, call Call) error {
 	mark := deliveryMark("status", string(call.Status), call.UpdatedAt.String())
-	_, err := h.cfg.Events.Publish(ctx, call, EventStatus, map[string]any{"status": call.Status}, mark)
+	data := []byte(`{"status":"` + string(call.Status) + `"}`)
+	_, err := h.cfg.Events.Publish(ctx, call.CallSID, Event{Name: EventStatus, Data: data, Mark: mark})
 	return err
 }
 
-// save saves u and refreshes the cache of calls with the result.
+// save saves u and remembers the call's link.
 func (h *Handler) save(ctx context.Context, u Update) (Saved, error) {
 	saved, err := h.cfg.Store.Save(ctx, u)
 	if err == nil {

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callgate/callgate/internal/wire"
 )
 
 // Status is where a call is in its life.
@@ -55,6 +57,9 @@ var (
 	ErrConflict = errors.New("call conflict")
 	// ErrInvalid: an identifier or field is not acceptable.
 	ErrInvalid = errors.New("invalid call")
+	// ErrLinking: another call is linking the conversation_id right now
+	// (or an instance died doing so a moment ago): retry shortly.
+	ErrLinking = errors.New("call linking in progress")
 )
 
 // MaxIDLength bounds call identifiers, which become parts of Redis keys
@@ -76,78 +81,86 @@ func ValidID(id string) bool {
 	return true
 }
 
-// Keys names what a call uses in Redis. The call_sid is a hash tag in
-// every per-call key, so a call's record, counter and marks share a slot
-// should the keys move to a Redis Cluster; the conversation_id link is
-// keyed by the conversation and lives elsewhere.
-type Keys struct{ Prefix string }
-
-// Record is the key of the call's record, a hash.
-func (k Keys) Record(sid string) string { return k.Prefix + ":call:{" + sid + "}" }
-
-// Seq is the key of the call's event counter.
-func (k Keys) Seq(sid string) string { return k.Prefix + ":call:{" + sid + "}:seq" }
-
-// History is the key of the call's event stream.
-func (k Keys) History(sid string) string { return k.Prefix + ":call:{" + sid + "}:events" }
-
-func (k Keys) dedup(sid, mark string) string {
-	return k.Prefix + ":call:{" + sid + "}:seen:" + mark
-}
-func (k Keys) conversation(conv string) string { return k.Prefix + ":conv:" + conv }
-
-// ChannelBySID and ChannelByConversation name the Pub/Sub channels a
-// call's events are published on, one per identifier.
-func (k Keys) ChannelBySID(sid string) string { return k.Prefix + ":events:sid:" + sid }
-
-// ChannelByConversation: see ChannelBySID.
-func (k Keys) ChannelByConversation(conv string) string {
-	return k.Prefix + ":events:conv:" + conv
-}
-
 // Store keeps call records in Redis.
+//
+// Every script it runs touches keys of one slot, so it runs on a Redis
+// Cluster as on one Redis. Linking a conversation_id to a call writes two
+// keys in different slots, in two steps: the conversation's link, then the
+// call's record (see Save).
 type Store struct {
 	rdb  redis.UniversalClient
 	keys Keys
 	ttl  time.Duration
 	now  func() time.Time
+	// publish is the command that publishes on a call's channel: PUBLISH,
+	// or SPUBLISH in the cluster layout.
+	publish string
 }
 
 // NewStore returns a Store whose records expire ttl after their last
-// change (zero: never).
+// change. ttl must be positive: a conversation link left half made by an
+// instance that died is taken over once it is older than linkGrace, which
+// its expiry tells.
 func NewStore(rdb redis.UniversalClient, keys Keys, ttl time.Duration) *Store {
-	return &Store{rdb: rdb, keys: keys, ttl: ttl, now: time.Now}
+	s := &Store{rdb: rdb, keys: keys, ttl: ttl, now: time.Now, publish: "PUBLISH"}
+	if keys.Partitions != nil {
+		s.publish = "SPUBLISH"
+	}
+	return s
 }
-
-// resolveScript finds a call by call_sid, else by conversation_id, in one
-// round trip. KEYS[1] record by call_sid, KEYS[2] conversation link; ARGV[1], ARGV[2]:
-// what goes before and after a call_sid in a record key.
-var resolveScript = redis.NewScript(`
-local rec = redis.call('HGETALL', KEYS[1])
-if #rec == 0 then
-  local sid = redis.call('GET', KEYS[2])
-  if not sid then return {} end
-  rec = redis.call('HGETALL', ARGV[1] .. sid .. ARGV[2])
-end
-return rec
-`)
 
 // Resolve returns the call that id identifies, as call_sid or as
 // conversation_id. A call_sid match wins.
 func (s *Store) Resolve(ctx context.Context, id string) (Call, error) {
+	return s.resolve(ctx, id, false)
+}
+
+// ResolveUniform is Resolve doing the same Redis work whether id names a
+// call, by either identifier, or nothing: two round trips, the same
+// commands. It is for those who must not learn from timing whether a call
+// exists.
+func (s *Store) ResolveUniform(ctx context.Context, id string) (Call, error) {
+	return s.resolve(ctx, id, true)
+}
+
+func (s *Store) resolve(ctx context.Context, id string, uniform bool) (Call, error) {
 	if !ValidID(id) {
 		return Call{}, ErrNotFound
 	}
-	res, err := resolveScript.Run(ctx, s.rdb,
-		[]string{s.keys.Record(id), s.keys.conversation(id)},
-		s.keys.Prefix+":call:{", "}").StringSlice()
+	pipe := s.rdb.Pipeline()
+	byID := pipe.HGetAll(ctx, s.keys.Record(id))
+	link := pipe.Get(ctx, s.keys.conversation(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Call{}, fmt.Errorf("resolve call %q: %w", id, err)
+	}
+	found := len(byID.Val()) > 0
+	if found && !uniform {
+		return recordOf(byID.Val())
+	}
+	sid := id
+	if !found && link.Val() != "" {
+		sid = link.Val()
+	}
+	if sid == id && !uniform {
+		return Call{}, ErrNotFound
+	}
+	kv, err := s.rdb.HGetAll(ctx, s.keys.Record(sid)).Result()
 	if err != nil {
 		return Call{}, fmt.Errorf("resolve call %q: %w", id, err)
 	}
-	if len(res) == 0 {
+	if len(kv) == 0 {
 		return Call{}, ErrNotFound
 	}
-	return ParseRecord(res)
+	c, err := recordOf(kv)
+	if err != nil {
+		return Call{}, err
+	}
+	if sid != id && c.ConversationID != id {
+		// A link whose call does not point back: an instance died between
+		// the two steps of linking. It is not a link.
+		return Call{}, ErrNotFound
+	}
+	return c, nil
 }
 
 // Update is a change to a call. Empty fields are left as they are.
@@ -156,6 +169,9 @@ type Update struct {
 	ConversationID string `json:"conversation_id"`
 	Status         Status `json:"status"`
 	Org            string `json:"org"`
+	// existing: the change applies only to a call that exists
+	// (ErrNotFound otherwise).
+	existing bool
 }
 
 func (u Update) validate() error {
@@ -186,19 +202,75 @@ type Saved struct {
 	Linked bool
 }
 
-// saveScript creates or updates a record atomically, and links its
-// conversation_id. KEYS[1] record, KEYS[2] conversation link (optional).
-// ARGV: call_sid, conversation_id, status, org, now, ttl ms, and the
-// conversation link key without its id (to refresh the link's expiry).
-// Replies {"conflict", what} or {created, status changed, linked, fields...}.
-var saveScript = redis.NewScript(`
-local sid, conv, status, org, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-if conv ~= '' then
-  local owner = redis.call('GET', KEYS[2])
-  if owner and owner ~= sid then return {'conflict', 'conversation_id belongs to call ' .. owner} end
+// linkGrace is how old a conversation link whose call does not point back
+// must be before another call may take it over: older than any instance
+// takes between the two steps of linking.
+const linkGrace = 10 * time.Second
+
+// claimScript links a conversation to a call, the first step of linking.
+// KEYS[1] the conversation's link; ARGV: call_sid, ttl ms, and the
+// call_sid of a link to take over (empty for none). Replies {'ok'}, or
+// {'owner', call_sid, age ms} when another call has the link.
+var claimScript = redis.NewScript(`
+local owner = redis.call('GET', KEYS[1])
+if not owner or owner == ARGV[1] or owner == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {'ok'}
 end
+return {'owner', owner, tonumber(ARGV[2]) - redis.call('PTTL', KEYS[1])}
+`)
+
+// releaseScript undoes a claim: it deletes the link KEYS[1] if it names
+// ARGV[1].
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// claim links conv to sid, or fails with ErrConflict when another call has
+// it. A link whose call does not point back is taken over once it is
+// older than linkGrace (an instance died between the two steps of
+// linking); a younger one may still be completing: ErrLinking.
+func (s *Store) claim(ctx context.Context, conv, sid string) error {
+	key := s.keys.conversation(conv)
+	takeover := ""
+	for range 2 {
+		res, err := claimScript.Run(ctx, s.rdb, []string{key}, sid, s.ttl.Milliseconds(), takeover).Slice()
+		if err != nil {
+			return fmt.Errorf("link conversation %q: %w", conv, err)
+		}
+		if len(res) != 3 {
+			return nil
+		}
+		owner, _ := res[1].(string)
+		age, _ := res[2].(int64)
+		back, err := s.rdb.HGet(ctx, s.keys.Record(owner), "conversation_id").Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("link conversation %q: %w", conv, err)
+		}
+		switch {
+		case back == conv:
+			return fmt.Errorf("%w: conversation_id belongs to call %s", ErrConflict, owner)
+		case time.Duration(age)*time.Millisecond < linkGrace:
+			return fmt.Errorf("%w: conversation_id is being linked to call %s", ErrLinking, owner)
+		}
+		takeover = owner
+	}
+	return fmt.Errorf("%w: conversation_id is being linked to another call", ErrLinking)
+}
+
+// saveScript creates or updates a record atomically. KEYS[1] record.
+// ARGV: call_sid, conversation_id, conversation_id as JSON, status, org,
+// now, ttl ms, whether the call must exist, the publish command and the
+// call's channel and the notice's prefix (for the notice of an org set on
+// an existing call, see wire.OrgNoticePrefix).
+// Replies {'conflict', what}, {'norecord'} or {created, status changed,
+// linked, fields...}.
+var saveScript = redis.NewScript(`
+local sid, conv, convJSON, status, org, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local cur = redis.call('HMGET', KEYS[1], 'call_sid', 'conversation_id', 'status', 'org')
 local created = not cur[1]
+if created and ARGV[8] == '1' then return {'norecord'} end
 if not created then
   if conv ~= '' and cur[2] and cur[2] ~= '' and cur[2] ~= conv then
     return {'conflict', 'call is linked to another conversation_id'}
@@ -211,26 +283,23 @@ local changed, statusChanged, linked = created, created, 0
 if created then
   if status == '' then status = 'initiated' end
   redis.call('HSET', KEYS[1], 'call_sid', sid, 'status', status, 'created_at', now)
-else
-  if status ~= '' and status ~= cur[3] then
-    redis.call('HSET', KEYS[1], 'status', status)
-    changed, statusChanged = true, true
-  end
+elseif status ~= '' and status ~= cur[3] then
+  redis.call('HSET', KEYS[1], 'status', status)
+  changed, statusChanged = true, true
 end
 if conv ~= '' and (created or not cur[2] or cur[2] == '') then
-  redis.call('HSET', KEYS[1], 'conversation_id', conv)
-  redis.call('SET', KEYS[2], sid)
+  redis.call('HSET', KEYS[1], 'conversation_id', conv, 'conversation_id_json', convJSON)
   changed, linked = true, 1
 end
+local orgSet = false
 if org ~= '' and (created or not cur[4] or cur[4] == '') then
   redis.call('HSET', KEYS[1], 'org', org)
-  changed = true
+  changed, orgSet = true, not created
 end
 if changed then redis.call('HSET', KEYS[1], 'updated_at', now) end
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  local c = redis.call('HGET', KEYS[1], 'conversation_id')
-  if c and c ~= '' then redis.call('PEXPIRE', ARGV[7] .. c, ttl) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if orgSet then
+  redis.call(ARGV[9], ARGV[10], ARGV[11] .. cjson.encode(org) .. '}')
 end
 local out = {created and 1 or 0, statusChanged and 1 or 0, linked}
 for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do table.insert(out, v) end
@@ -240,26 +309,66 @@ return out
 // Save creates the call u.CallSID or updates it with the non-empty fields
 // of u. Saving the same update twice changes nothing the second time. A
 // conversation_id or org, once set, cannot be changed (ErrConflict).
+//
+// A conversation_id is linked in two steps, each atomic: the
+// conversation's link first, then the call's record. Lookups by
+// conversation_id accept a link only when the call points back, so an
+// instance that dies between the steps leaves no link that works; the
+// half-made link is taken over by the next call linked to that
+// conversation once it is older than 10 seconds, and completed by a retry
+// for the same call at once. Setting an org on an existing call tells the
+// instances that follow it, on its channel, in the same step.
 func (s *Store) Save(ctx context.Context, u Update) (Saved, error) {
 	if err := u.validate(); err != nil {
 		return Saved{}, err
 	}
-	keys := []string{s.keys.Record(u.CallSID)}
 	if u.ConversationID != "" {
-		keys = append(keys, s.keys.conversation(u.ConversationID))
+		if err := s.claim(ctx, u.ConversationID, u.CallSID); err != nil {
+			return Saved{}, err
+		}
 	}
+	saved, err := s.saveRecord(ctx, u)
+	if err != nil && u.ConversationID != "" && !saved.Linked {
+		// The record refused the link (or the call does not exist): the
+		// first step is undone, unless the call already had the link.
+		if rerr := releaseScript.Run(context.WithoutCancel(ctx), s.rdb,
+			[]string{s.keys.conversation(u.ConversationID)}, u.CallSID).Err(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err != nil {
+		return Saved{}, err
+	}
+	if conv := saved.Call.ConversationID; conv != "" && conv != u.ConversationID && s.ttl > 0 {
+		// The link lives as long as the record; the claim set it above.
+		if err := s.rdb.PExpire(ctx, s.keys.conversation(conv), s.ttl).Err(); err != nil {
+			return Saved{}, fmt.Errorf("save call %q: %w", u.CallSID, err)
+		}
+	}
+	return saved, nil
+}
+
+func (s *Store) saveRecord(ctx context.Context, u Update) (Saved, error) {
 	now := s.now().UTC().Format(time.RFC3339Nano)
-	res, err := saveScript.Run(ctx, s.rdb, keys,
-		u.CallSID, u.ConversationID, string(u.Status), u.Org, now, s.ttl.Milliseconds(),
-		s.keys.conversation("")).Slice()
+	var convJSON []byte
+	if u.ConversationID != "" {
+		convJSON = wire.AppendString(nil, u.ConversationID)
+	}
+	existing := "0"
+	if u.existing {
+		existing = "1"
+	}
+	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.Record(u.CallSID)},
+		u.CallSID, u.ConversationID, convJSON, string(u.Status), u.Org, now, s.ttl.Milliseconds(),
+		existing, s.publish, s.keys.ChannelBySID(u.CallSID), wire.OrgNoticePrefix).Slice()
 	if err != nil {
 		return Saved{}, fmt.Errorf("save call %q: %w", u.CallSID, err)
 	}
-	if len(res) == 2 {
-		if kind, _ := res[0].(string); kind == "conflict" {
-			msg, _ := res[1].(string)
-			return Saved{}, fmt.Errorf("%w: %s", ErrConflict, msg)
-		}
+	if kind, _ := res[0].(string); kind == "conflict" && len(res) == 2 {
+		msg, _ := res[1].(string)
+		return Saved{}, fmt.Errorf("%w: %s", ErrConflict, msg)
+	} else if kind == "norecord" {
+		return Saved{}, ErrNotFound
 	}
 	if len(res) < 3 {
 		return Saved{}, fmt.Errorf("save call %q: unexpected reply %v", u.CallSID, res)
@@ -275,6 +384,15 @@ func (s *Store) Save(ctx context.Context, u Update) (Saved, error) {
 		return Saved{}, err
 	}
 	return Saved{Call: c, Created: flag(res[0]), StatusChanged: flag(res[1]), Linked: flag(res[2])}, nil
+}
+
+// recordOf reads a call record from HGETALL's map.
+func recordOf(m map[string]string) (Call, error) {
+	kv := make([]string, 0, 2*len(m))
+	for k, v := range m {
+		kv = append(kv, k, v)
+	}
+	return ParseRecord(kv)
 }
 
 // ParseRecord reads a call record from HGETALL's field, value pairs.

@@ -88,17 +88,19 @@ type webhookResult struct {
 	Status         string `json:"status"`
 	Event          string `json:"event,omitempty"`
 	EventID        string `json:"event_id,omitempty"`
+	Epoch          string `json:"epoch,omitempty"`
 	CallSID        string `json:"call_sid,omitempty"`
 	ConversationID string `json:"conversation_id,omitempty"`
 }
 
-func (h *Handler) published(c echo.Context, call Call, event string, seq int64, dup bool) error {
-	res := webhookResult{Status: "published", Event: event, EventID: strconv.FormatInt(seq, 10),
-		CallSID: call.CallSID, ConversationID: call.ConversationID}
-	if dup {
+func (h *Handler) published(c echo.Context, event string, out Outcome) error {
+	call := out.Call
+	res := webhookResult{Status: "published", Event: event, EventID: strconv.FormatInt(out.Seq, 10),
+		Epoch: strconv.FormatInt(out.Epoch, 10), CallSID: call.CallSID, ConversationID: call.ConversationID}
+	if out.Duplicate {
 		res.Status = "duplicate"
 	}
 	n := note(c)
-	n.result, n.event, n.eventID, n.call = res.Status, event, seq, call
+	n.result, n.event, n.eventID, n.call = res.Status, event, out.Seq, call
 	return c.JSON(http.StatusOK, res)
 }

@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -11,26 +12,26 @@ import (
 	"github.com/callgate/callgate/internal/httpapi"
 )
 
-// liveCall finds the call of a live event by its call_sid, else by its
-// conversation_id.
-func (h *Handler) liveCall(ctx context.Context, ev Live) (Call, error) {
-	err := ErrNotFound
-	for _, id := range []string{ev.CallSID, ev.ConversationID} {
-		if id == "" {
-			continue
-		}
-		if call, ok := h.cache.get(id); ok {
-			return call, nil
-		}
-		var call Call
-		if call, err = h.cfg.Store.Resolve(ctx, id); !errors.Is(err, ErrNotFound) {
-			if err == nil {
-				h.cache.remember(id, call)
-			}
-			return call, err
-		}
+// liveSID finds the call_sid of a live event's call: its call_sid, else
+// the call its conversation_id is linked to.
+func (h *Handler) liveSID(ctx context.Context, ev Live) (string, error) {
+	if ev.CallSID != "" {
+		return ev.CallSID, nil
 	}
-	return Call{}, err
+	return h.sidByConversation(ctx, ev.ConversationID)
+}
+
+// sidByConversation returns the call_sid of the call conv names.
+func (h *Handler) sidByConversation(ctx context.Context, conv string) (string, error) {
+	if sid, ok := h.cache.sid(conv); ok {
+		return sid, nil
+	}
+	call, err := h.cfg.Store.Resolve(ctx, conv)
+	if err != nil {
+		return "", err
+	}
+	h.cache.put(call)
+	return call.CallSID, nil
 }
 
 // Data of live events, as subscribers receive it.
@@ -65,14 +66,9 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 	}
 	note(c).typ = ev.Type
 	ctx := c.Request().Context()
-	call, err := h.liveCall(ctx, ev)
+	sid, err := h.liveSID(ctx, ev)
 	if err != nil {
 		return h.storeError(c, err)
-	}
-	if ev.Kind == "" {
-		n := note(c)
-		n.result, n.call = "ignored", call
-		return c.JSON(http.StatusOK, webhookResult{Status: "ignored", CallSID: call.CallSID, ConversationID: call.ConversationID})
 	}
 	// A conversation_id that arrives with the call_sid, or announced by the
 	// conversation's first event, links the two.
@@ -80,41 +76,27 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 	if link == "" && ev.CallSID != "" {
 		link = ev.ConversationID
 	}
-	u := Update{CallSID: call.CallSID}
-	if link != "" && link != call.ConversationID {
-		u.ConversationID = link
+	if ev.Kind == KindLink || ev.Kind == "" {
+		return h.liveNothing(c, ev, sid, link)
 	}
-	if call.Status == StatusInitiated && ev.Kind != KindLink {
-		u.Status = StatusInProgress
-	}
-	if u.ConversationID != "" || u.Status != "" {
-		saved, err := h.save(ctx, u)
-		if err != nil {
-			return h.storeError(c, err)
-		}
-		call = saved.Call
-		if u.Status != "" {
-			if err := h.publishStatus(ctx, call); err != nil {
-				return h.storeError(c, err)
-			}
-		}
-	}
-	if ev.Kind == KindLink {
-		n := note(c)
-		n.result, n.call = "linked", call
-		return c.JSON(http.StatusOK, webhookResult{Status: "linked", CallSID: call.CallSID, ConversationID: call.ConversationID})
-	}
-	var src *int64
-	mark := ""
-	if ev.HasSourceEventID {
-		n := ev.SourceEventID
-		src = &n
-		mark = deliveryMark("live", ev.Type, strconv.FormatInt(n, 10))
-		if !ev.Final {
-			// Tentative transcripts of one turn share its event_id and
-			// grow with each update: only an identical body is a repeat.
-			mark = deliveryMark("live", ev.Type, strconv.FormatInt(n, 10), ev.Text)
-		}
+	// A repeat of the same delivery is published once: one with an
+	// event_id is the same turn of the same type; one without is the
+	// same body.
+	var (
+		src  *int64
+		mark string
+	)
+	switch {
+	case !ev.HasSourceEventID:
+		mark = deliveryMark("live-body", string(body))
+	case ev.Final:
+		src = &ev.SourceEventID
+		mark = deliveryMark("live", ev.Type, strconv.FormatInt(ev.SourceEventID, 10))
+	default:
+		// Tentative transcripts of one turn share its event_id and grow
+		// with each update: only an identical text is a repeat.
+		src = &ev.SourceEventID
+		mark = deliveryMark("live", ev.Type, strconv.FormatInt(ev.SourceEventID, 10), ev.Text)
 	}
 	var data any
 	switch ev.Kind {
@@ -125,9 +107,68 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 	case KindInterruption:
 		data = interruptionData{SourceEventID: src}
 	}
-	res, err := h.cfg.Events.Publish(ctx, call, ev.Kind, data, mark)
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	// The first live event of a call moves it to in-progress, announced
+	// first, in the same step, whichever instance gets it.
+	out := Event{Name: ev.Kind, Data: raw, Mark: mark, Start: true}
+	res, err := h.publishLive(ctx, sid, link, out)
+	if errors.Is(err, ErrNotFound) && ev.CallSID != "" && ev.ConversationID != "" {
+		// An unknown call_sid: the call may be known by its
+		// conversation_id.
+		if sid, err = h.sidByConversation(ctx, ev.ConversationID); err == nil {
+			res, err = h.publishLive(ctx, sid, "", out)
+		}
+	}
 	if err != nil {
 		return h.storeError(c, err)
 	}
-	return h.published(c, call, ev.Kind, res.Seq, res.Duplicate)
+	h.cache.put(res.Call)
+	return h.published(c, ev.Kind, res)
+}
+
+// publishLive publishes ev of call sid, linked to conversation link first
+// if it is not yet.
+func (h *Handler) publishLive(ctx context.Context, sid, link string, ev Event) (Outcome, error) {
+	if link == "" {
+		return h.cfg.Events.Publish(ctx, sid, ev)
+	}
+	res, err := h.cfg.Events.PublishLinked(ctx, sid, link, ev)
+	if !errors.Is(err, ErrNotLinked) {
+		return res, err
+	}
+	if _, err := h.save(ctx, Update{CallSID: sid, ConversationID: link, existing: true}); err != nil {
+		return Outcome{}, err
+	}
+	return h.cfg.Events.PublishLinked(ctx, sid, link, ev)
+}
+
+// liveNothing answers a live event that publishes nothing: it links the
+// conversation, or is of a type the gateway ignores; either way the call
+// must exist.
+func (h *Handler) liveNothing(c echo.Context, ev Live, sid, link string) error {
+	ctx := c.Request().Context()
+	var (
+		call Call
+		err  error
+	)
+	if link != "" {
+		var saved Saved
+		saved, err = h.save(ctx, Update{CallSID: sid, ConversationID: link, existing: true})
+		call = saved.Call
+	} else {
+		call, err = h.cfg.Store.Resolve(ctx, sid)
+	}
+	if err != nil {
+		return h.storeError(c, err)
+	}
+	status := "ignored"
+	if ev.Kind == KindLink {
+		status = "linked"
+	}
+	n := note(c)
+	n.result, n.call = status, call
+	return c.JSON(http.StatusOK, webhookResult{Status: status, CallSID: call.CallSID, ConversationID: call.ConversationID})
 }

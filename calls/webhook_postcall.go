@@ -53,12 +53,16 @@ func (h *Handler) postCallWebhook(c echo.Context) error {
 	if err != nil {
 		return h.storeError(c, err)
 	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
 	mark := deliveryMark("post-call", pc.ConversationID, pc.Type, strconv.FormatInt(pc.EventTimestamp, 10))
-	res, err := h.cfg.Events.Publish(ctx, call, event, data, mark)
+	res, err := h.cfg.Events.Publish(ctx, call.CallSID, Event{Name: event, Data: raw, Mark: mark, Ended: status != ""})
 	if err != nil {
 		return h.storeError(c, err)
 	}
-	return h.published(c, call, event, res.Seq, res.Duplicate)
+	return h.published(c, event, res)
 }
 
 type completedData struct {

@@ -163,9 +163,13 @@ func (c *conn) authenticate(token string, first bool) bool {
 			c.closeWith(CloseForbidden, "a fresh token must be for the same user")
 			return false
 		}
+		before := c.org()
 		c.setIdentity(id)
 		c.reply(authenticatedFrame{Type: "authenticated", User: id.User, ExpiresAt: expiry(id)})
 		c.scheduleExpiry()
+		if id.Org != before {
+			return c.recheck(&id)
+		}
 		return true
 	}
 	if t := c.topic; t != nil && !t.mayUse(&id) {
@@ -181,6 +185,25 @@ func (c *conn) authenticate(token string, first bool) bool {
 	c.reply(authenticatedFrame{Type: "authenticated", User: id.User, ExpiresAt: expiry(id)})
 	if c.srv.cfg.Authenticator != nil && c.welcomed {
 		c.scheduleExpiry() // an anonymous socket that authenticated later
+	}
+	return true
+}
+
+// recheck checks every subscription of c, and its topic, against its new
+// identity id, whose org changed: what it may no longer see ends (calls
+// with an unsubscribed frame, a topic socket with 4003). It runs where
+// client frames are handled, which owns c.subs. It reports whether the
+// connection goes on.
+func (c *conn) recheck(id *Identity) bool {
+	if t := c.topic; t != nil {
+		if !t.mayUse(id) {
+			c.closeWith(CloseForbidden, "this topic is not readable with this token")
+			return false
+		}
+		return true
+	}
+	for _, sub := range c.subs {
+		c.srv.hub.recheck(sub.channel, c)
 	}
 	return true
 }

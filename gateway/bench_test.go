@@ -37,9 +37,9 @@ func (c *benchCall) Resolve(ctx context.Context, id string) (gateway.Target, err
 	return gateway.Target{Key: "CA_bench", Channel: benchChannel}, nil
 }
 
-func (c *benchCall) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
+func (c *benchCall) After(ctx context.Context, key string, after gateway.Position, limit int) (gateway.HistoryRead, error) {
 	return gateway.HistoryRead{
-		Last:   c.last.Load(),
+		Last:   gateway.Position{Seq: c.last.Load()},
 		Record: json.RawMessage(`{"call_sid":"CA_bench","status":"in-progress"}`),
 	}, nil
 }

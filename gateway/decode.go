@@ -25,7 +25,7 @@ func decodeFrame(data []byte) (frame, *frameError) {
 // frameFields are the values of the fields a client frame may have, as
 // JSON; nil when absent.
 type frameFields struct {
-	typ, id, call, since, history, token json.RawMessage
+	typ, id, call, since, epoch, history, token json.RawMessage
 }
 
 // set keeps v as the value of field key, if frames have such a field. A
@@ -40,6 +40,8 @@ func (fs *frameFields) set(key []byte, v json.RawMessage) {
 		fs.call = v
 	case "since":
 		fs.since = v
+	case "epoch":
+		fs.epoch = v
 	case "history":
 		fs.history = v
 	case "token":
@@ -251,8 +253,9 @@ func jsonString(v json.RawMessage) (s string, ok bool) {
 	return s, json.Unmarshal(v, &s) == nil
 }
 
-// decodeSince reads "since" (an event_id, as a string of digits) or
-// "history":true (the same as "since":"0").
+// decodeSince reads "since" (an event_id, as a string of digits) with the
+// optional "epoch" it belongs to, or "history":true (the same as
+// "since":"0").
 func (fs *frameFields) decodeSince(f *frame) *frameError {
 	if v := fs.history; v != nil {
 		switch string(v) {
@@ -263,19 +266,30 @@ func (fs *frameFields) decodeSince(f *frame) *frameError {
 			return &frameError{CodeInvalidFrame, `"history" must be true or false`}
 		}
 	}
-	v := fs.since
-	if v == nil || string(v) == "null" {
-		return nil
+	if v := fs.since; v != nil && string(v) != "null" {
+		n, ok := decimal(v)
+		if !ok {
+			return &frameError{CodeInvalidFrame, `"since" must be an event_id: a string of digits like "42"`}
+		}
+		f.Since = n
 	}
+	if v := fs.epoch; v != nil && string(v) != "null" {
+		n, ok := decimal(v)
+		if !ok {
+			return &frameError{CodeInvalidFrame, `"epoch" must be an epoch as the server sent it: a string of digits`}
+		}
+		f.Epoch, f.HasEpoch = n, true
+	}
+	return nil
+}
+
+// decimal reads a non-negative integer written as a string of digits (or,
+// since ids look like numbers, as a bare JSON number) in canonical form.
+func decimal(v json.RawMessage) (int64, bool) {
 	s, ok := jsonString(v)
 	if !ok {
-		// Accept a bare number too: event ids look like numbers.
 		s = string(v)
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || s != strconv.FormatInt(n, 10) {
-		return &frameError{CodeInvalidFrame, `"since" must be an event_id: a string of digits like "42"`}
-	}
-	f.Since = n
-	return nil
+	return n, err == nil && n >= 0 && s == strconv.FormatInt(n, 10)
 }

@@ -2,9 +2,9 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
+	"sync/atomic"
 )
 
 // subscription is one call a connection follows.
@@ -13,6 +13,11 @@ type subscription struct {
 	channel string
 	// ids are the identifiers the client used for this call.
 	ids []string
+	// revoked is set by the hub when it ended the subscription itself
+	// (the call's org and the connection's identity no longer match);
+	// the connection still holds its bus reference until it drops the
+	// subscription.
+	revoked atomic.Bool
 }
 
 // byKey returns c's subscription to call key, or nil.
@@ -85,10 +90,15 @@ var errConnClosed = errors.New("gateway: connection closed")
 // resolve finds the call id names: from what this instance resolved in
 // the last minute, unless fresh; else from the Resolver. cached says
 // which.
+//
+// Only a call the connection may see is taken from memory: a call of
+// another org is looked up again, as an unknown one is, so that the two
+// take the same time and whether a call exists does not show (the
+// Resolver does the same work for both).
 func (c *conn) resolve(ctx context.Context, id string, fresh bool) (t Target, cached bool, ferr *frameError) {
 	if !fresh {
-		if t, ok := c.srv.targets.get(id); ok {
-			return t, true, c.visible(t)
+		if t, ok := c.srv.targets.get(id); ok && c.visible(t) == nil {
+			return t, true, nil
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
@@ -132,9 +142,12 @@ func (c *conn) trySubscribe(ctx context.Context, f frame, fresh bool) (ferr *fra
 		return ferr, false
 	}
 	if sub := c.byKey(t.Key); sub != nil {
-		// Already following this call, maybe by its other identifier:
-		// events still arrive once.
-		return c.resubscribe(ctx, f, sub), false
+		if !sub.revoked.Load() {
+			// Already following this call, maybe by its other
+			// identifier: events still arrive once.
+			return c.resubscribe(ctx, f, sub), false
+		}
+		c.drop(ctx, sub)
 	}
 	if len(c.subs) >= c.srv.cfg.MaxSubscriptions {
 		return &frameError{CodeTooManySubscriptions, "this connection follows the maximum number of calls; unsubscribe from one first"}, false
@@ -148,10 +161,15 @@ func (c *conn) trySubscribe(ctx context.Context, f frame, fresh bool) (ferr *fra
 	// The catch-up reads the record, and where a client that did not ask
 	// to resume starts, after the subscription is confirmed: every later
 	// event will arrive.
-	replyFor := func(record json.RawMessage, recovered *bool) []byte {
-		return encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: record, Recovered: recovered})
+	req := &joinRequest{
+		resume: f.Since >= 0, since: Position{f.Epoch, max(f.Since, 0)}, hasEpoch: f.HasEpoch,
+		reply: func(read HistoryRead, from Position, recovered *bool) []byte {
+			epoch, id := positionFields(from)
+			return encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: read.Record, Epoch: epoch, EventID: id, Recovered: recovered})
+		},
 	}
-	if err := c.srv.hub.join(sctx, t.Channel, t.Key, c, f.Since, replyFor); err != nil {
+	sub := &subscription{key: t.Key, channel: t.Channel, ids: []string{f.Call}}
+	if err := c.srv.hub.join(sctx, t.Channel, t.Key, c, sub, req); err != nil {
 		c.srv.unsubscribe(context.WithoutCancel(ctx), c, t.Channel)
 		switch {
 		case errors.Is(err, errConnClosed):
@@ -162,17 +180,18 @@ func (c *conn) trySubscribe(ctx context.Context, f frame, fresh bool) (ferr *fra
 		c.logger().Warn("resume from history failed", "channel", t.Channel, "err", err)
 		return errUnavailable, false
 	}
-	c.subs = append(c.subs, &subscription{key: t.Key, channel: t.Channel, ids: []string{f.Call}})
+	c.subs = append(c.subs, sub)
 	c.srv.metrics.subscriptions.Add(1)
 	return nil, false
 }
 
 // resubscribe answers a subscribe to a call the connection follows
-// already, with the call's record as it is now.
+// already, with the call's record as it is now and the connection's
+// position in the call.
 func (c *conn) resubscribe(ctx context.Context, f frame, sub *subscription) *frameError {
 	ctx, cancel := context.WithTimeout(ctx, c.srv.cfg.SubscribeTimeout)
 	defer cancel()
-	read, err := c.srv.cfg.History.After(ctx, sub.key, startNow-1)
+	read, err := c.srv.cfg.History.After(ctx, sub.key, Latest, 0)
 	switch {
 	case err != nil:
 		c.logger().Warn("read call failed", "call", sub.key, "err", err)
@@ -183,7 +202,10 @@ func (c *conn) resubscribe(ctx context.Context, f frame, sub *subscription) *fra
 	if !slices.Contains(sub.ids, f.Call) {
 		sub.ids = append(sub.ids, f.Call)
 	}
-	c.enqueue(encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: read.Record}))
+	c.srv.hub.replyAt(sub.channel, c, func(at Position) []byte {
+		epoch, id := positionFields(at)
+		return encode(subscribedFrame{Type: "subscribed", ID: f.ID, Call: read.Record, Epoch: epoch, EventID: id})
+	})
 	return nil
 }
 

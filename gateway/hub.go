@@ -2,12 +2,10 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"hash/maphash"
-	"math"
+	"strconv"
 	"sync"
-	"time"
 
 	"github.com/callgate/callgate/internal/wire"
 )
@@ -18,8 +16,9 @@ const hubShards = 64
 
 // hub maps bus channels to the local connections that follow them, and
 // makes sure each connection gets each event of a call once, in order,
-// with no gap: across a resume from history, a lost Redis connection, or
-// a call followed by two identifiers.
+// with no gap: across a resume from history, a lost Redis connection, a
+// call followed by two identifiers, and numbering that went back (a new
+// epoch), which a follower is told of with a reset frame.
 type hub struct {
 	srv    *Server
 	seed   maphash.Seed
@@ -43,44 +42,55 @@ type channelState struct {
 	channel string
 	key     string // the call, for History
 	subs    map[*conn]*follower
-	// syncing: a catch-up is reading history; live frames wait in held.
+	// org is the call's tenant, as the last catch-up read it or an org
+	// notice on the channel announced it.
+	org string
+	// syncing: a catch-up is running; live frames wait in held.
 	syncing bool
 	// again: more catch-up was asked for while one ran.
 	again bool
-	held  []heldFrame
+	// lost: the bus lost the channel's subscription; live frames wait in
+	// held, and catch-ups wait for the subscription to be back (resync).
+	lost bool
+	held []heldFrame
 }
 
 type heldFrame struct {
-	seq   int64
+	pos   Position
 	frame []byte
 }
 
 // follower is one connection's subscription to a channel.
 type follower struct {
-	// last is the event_id last queued for the connection.
-	last int64
+	// pos is the position of the event last queued for the connection:
+	// none before any; Latest while a subscribe that starts now waits
+	// for its catch-up.
+	pos Position
 	// join is set until the first catch-up has answered the subscribe.
 	join *joinRequest
+	// sub is the connection's subscription, marked when the server ends
+	// it.
+	sub *subscription
 }
 
 // joinRequest is a subscribe waiting for its catch-up.
 type joinRequest struct {
-	// since is the event_id the client asked to resume after; -1 if it
-	// did not ask.
-	since int64
-	// reply builds the subscribed reply from the call's record.
-	reply func(record json.RawMessage, recovered *bool) []byte
+	// resume: the client asked to resume after since; its epoch is the
+	// call's current one unless hasEpoch.
+	resume   bool
+	since    Position
+	hasEpoch bool
+	// reply builds the subscribed reply from the read and the position
+	// the events that follow continue after.
+	reply func(read HistoryRead, from Position, recovered *bool) []byte
 	// org is the connection's; the catch-up refuses a call it may not
 	// see.
 	org  string
 	done chan error
 }
 
-// startNow is the last event_id of a follower that starts with the events
-// after the catch-up's read: it needs no history.
-const startNow = math.MaxInt64
-
-// errCallGone: the call's record no longer exists.
+// errCallGone: the call's record no longer exists, or the connection may
+// no longer see it.
 var errCallGone = errors.New("gateway: call no longer exists")
 
 func newHub(s *Server) *hub {
@@ -95,19 +105,24 @@ func (h *hub) shard(channel string) *hubShard {
 	return &h.shards[maphash.String(h.seed, channel)%hubShards]
 }
 
-// join registers c on channel, resuming after the event since, or when
-// since < 0 starting with the events after the catch-up's read of the
-// call. That catch-up then queues, in order: the reply (built from the
-// record it read, and given whether the resume was complete when since >=
-// 0), every stored event after since, and then live events. join returns
-// once that is done, or with the error that prevented it (c is then not
+// join registers c's subscription sub on channel as req asks: resuming
+// after a position, or starting with the events after the catch-up's read
+// of the call. That catch-up then queues, in order: the reply, the stored
+// events the resume needs, and then live events. join returns once that
+// is done, or with the error that prevented it (c is then not
 // registered); errCallGone if the call no longer exists, or if c may not
 // see it.
-func (h *hub) join(ctx context.Context, channel, key string, c *conn, since int64, reply func(json.RawMessage, *bool) []byte) error {
-	req := &joinRequest{since: since, reply: reply, org: c.org(), done: make(chan error, 1)}
-	after := since
-	if since < 0 {
-		after = startNow
+func (h *hub) join(ctx context.Context, channel, key string, c *conn, sub *subscription, req *joinRequest) error {
+	req.org = c.org()
+	req.done = make(chan error, 1)
+	pos := Latest
+	switch {
+	case req.resume && req.hasEpoch:
+		pos = req.since
+	case req.resume:
+		// Read in the call's current epoch, which the read tells: read
+		// everything, and start where it says.
+		pos = none
 	}
 	s := h.shard(channel)
 	s.mu.Lock()
@@ -116,7 +131,7 @@ func (h *hub) join(ctx context.Context, channel, key string, c *conn, since int6
 		cs = &channelState{channel: channel, key: key, subs: make(map[*conn]*follower)}
 		s.chans[channel] = cs
 	}
-	cs.subs[c] = &follower{last: after, join: req}
+	cs.subs[c] = &follower{pos: pos, join: req, sub: sub}
 	h.requestCatchUp(cs)
 	s.mu.Unlock()
 	select {
@@ -136,44 +151,47 @@ func (h *hub) join(ctx context.Context, channel, key string, c *conn, since int6
 
 // leave unregisters c from channel; c receives nothing more from it.
 func (h *hub) leave(channel string, c *conn) {
+	h.locked(channel, func(s *hubShard, cs *channelState) {
+		delete(cs.subs, c)
+		h.forgetIfIdle(s, cs)
+	})
+}
+
+// locked runs f with channel's shard locked, if the channel is followed.
+func (h *hub) locked(channel string, f func(s *hubShard, cs *channelState)) {
 	s := h.shard(channel)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cs := s.chans[channel]
-	if cs == nil {
-		return
-	}
-	delete(cs.subs, c)
-	if len(cs.subs) == 0 && !cs.syncing {
-		delete(s.chans, channel)
+	if cs := s.chans[channel]; cs != nil {
+		f(s, cs)
 	}
 }
 
-// requestCatchUp starts a catch-up of cs, or asks the running one to go
-// again. Called with the shard's mu held.
-func (h *hub) requestCatchUp(cs *channelState) {
-	if cs.syncing {
-		cs.again = true
-		return
-	}
-	cs.syncing = true
-	if !h.srv.bg.Go(func() { h.catchUp(cs) }) {
-		cs.syncing = false // shut down
+// forgetIfIdle drops cs once nothing needs it. Called with s.mu held.
+func (h *hub) forgetIfIdle(s *hubShard, cs *channelState) {
+	if len(cs.subs) == 0 && !cs.syncing && s.chans[cs.channel] == cs {
+		delete(s.chans, cs.channel)
 	}
 }
 
 // deliver queues payload, shared and never modified, to every local
 // connection on channel that has not had it. It never blocks. A frame
-// beyond a follower's next event means events were missed (a Redis
-// reconnect): the channel then catches up from history, holding live
-// frames meanwhile.
+// that is not the next of a follower means events were missed, or the
+// call's numbering went back: the channel then catches up from history,
+// holding live frames meanwhile. An org notice on the channel makes the
+// followers that may no longer see the call lose their subscriptions.
 func (h *hub) deliver(channel string, payload []byte) int {
-	seq, _, ok := wire.Parse(payload)
+	seq, epoch, ok := wire.Parse(payload)
 	if !ok {
+		if org, ok := wire.ParseOrgNotice(payload); ok {
+			h.orgChanged(channel, org)
+			return 0
+		}
 		h.srv.log.Warn("bus message without an event_id dropped", "channel", channel)
 		h.srv.metrics.dropped.Add(1)
 		return 0
 	}
+	p := Position{epoch, seq}
 	s := h.shard(channel)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,18 +199,17 @@ func (h *hub) deliver(channel string, payload []byte) int {
 	if cs == nil {
 		return 0
 	}
-	if cs.syncing {
-		cs.held = append(cs.held, heldFrame{seq, payload})
+	if cs.syncing || cs.lost {
+		cs.held = append(cs.held, heldFrame{p, payload})
 		return 0
 	}
 	n, gap := 0, false
 	out := outFrame{data: payload, published: wire.PublishedAt(payload)}
 	for c, f := range cs.subs {
 		switch {
-		case seq <= f.last:
-			// Already queued: replayed, or a repeat.
-		case seq == f.last+1:
-			f.last = seq
+		case f.pos.Epoch == p.Epoch && p.Seq == f.pos.Seq+1, f.pos == none && p.Seq == 1:
+			// The next event; or the first of a call that had none.
+			f.pos = p
 			ok, start := c.push(out)
 			if ok {
 				n++
@@ -200,7 +217,10 @@ func (h *hub) deliver(channel string, payload []byte) int {
 			if start {
 				s.starts = append(s.starts, c)
 			}
+		case !f.pos.Less(p):
+			// Already queued: replayed, or a repeat.
 		default:
+			// Missed events, or a new epoch: history says which.
 			gap = true
 		}
 	}
@@ -211,140 +231,87 @@ func (h *hub) deliver(channel string, payload []byte) int {
 		s.starts = s.starts[:0]
 	}
 	if gap {
-		cs.held = append(cs.held, heldFrame{seq, payload})
+		cs.held = append(cs.held, heldFrame{p, payload})
 		h.requestCatchUp(cs)
 	}
 	return n
 }
 
-// resyncAll catches every followed channel up from history: after the bus
-// reconnected, events published meanwhile were not received.
-func (h *hub) resyncAll() {
-	for i := range h.shards {
-		s := &h.shards[i]
-		s.mu.Lock()
-		for _, cs := range s.chans {
+// orgChanged handles an org notice on channel: the call now belongs to
+// org.
+func (h *hub) orgChanged(channel, org string) {
+	h.locked(channel, func(_ *hubShard, cs *channelState) {
+		cs.org = org
+		h.checkOrgs(cs)
+	})
+}
+
+// checkOrgs ends the subscriptions of the followers of cs that may not
+// see the call any more. Called with the shard's mu held.
+func (h *hub) checkOrgs(cs *channelState) {
+	for c, f := range cs.subs {
+		if f.join == nil && !h.srv.sees(c.org(), cs.org) {
+			h.revoke(cs, c, f)
+		}
+	}
+}
+
+// recheck ends c's subscription to channel if c may not see the call any
+// more (its identity changed).
+func (h *hub) recheck(channel string, c *conn) {
+	h.locked(channel, func(_ *hubShard, cs *channelState) {
+		if f := cs.subs[c]; f != nil && f.join == nil && !h.srv.sees(c.org(), cs.org) {
+			h.revoke(cs, c, f)
+		}
+	})
+}
+
+// revoke ends c's subscription to cs from the server's side: c receives
+// nothing more of the call, and is told. The connection releases its bus
+// reference when it next looks at the subscription. Called with the
+// shard's mu held.
+func (h *hub) revoke(cs *channelState, c *conn, f *follower) {
+	delete(cs.subs, c)
+	f.sub.revoked.Store(true)
+	c.enqueue(encode(unsubscribedFrame{Type: "unsubscribed", CallSID: cs.key, Reason: reasonForbidden}))
+	c.logger().Info("subscription ended: the call is not visible to this connection any more", "call", cs.key)
+}
+
+// replyAt queues to c the reply that build makes from c's position in
+// channel, in order with the events queued to c.
+func (h *hub) replyAt(channel string, c *conn, build func(Position) []byte) {
+	done := false
+	h.locked(channel, func(_ *hubShard, cs *channelState) {
+		if f := cs.subs[c]; f != nil {
+			c.enqueue(build(f.pos))
+			done = true
+		}
+	})
+	if !done {
+		// The server has just ended the subscription; its frame says
+		// so after this one.
+		c.enqueue(build(none))
+	}
+}
+
+// lost marks channels whose bus subscription failed: their live frames
+// are held until the subscription is back and a catch-up has read what
+// was published meanwhile (see resync).
+func (h *hub) lost(channels []string) {
+	for _, ch := range channels {
+		h.locked(ch, func(_ *hubShard, cs *channelState) { cs.lost = true })
+	}
+}
+
+// resync catches channels up from history once their bus subscription is
+// back: events published while it was down were not received.
+func (h *hub) resync(channels []string) {
+	for _, ch := range channels {
+		h.locked(ch, func(_ *hubShard, cs *channelState) {
+			cs.lost = false
 			h.requestCatchUp(cs)
-		}
-		s.mu.Unlock()
+		})
 	}
-}
-
-// catchUp reads the history of cs after the oldest event any follower
-// still needs, and queues to each follower what it has not had: replies
-// to joins first, then stored events, then the live frames held
-// meanwhile. It runs in its own goroutine, one per channel at a time, and
-// retries while Redis fails; joins fail at once instead.
-func (h *hub) catchUp(cs *channelState) {
-	s := h.shard(cs.channel)
-	backoff := 50 * time.Millisecond
-	for {
-		s.mu.Lock()
-		after := int64(math.MaxInt64 - 1)
-		for _, f := range cs.subs {
-			after = min(after, f.last)
-		}
-		key := cs.key
-		s.mu.Unlock()
-
-		ctx, cancel := context.WithTimeout(h.srv.ctx, h.srv.cfg.SubscribeTimeout)
-		read, err := h.srv.cfg.History.After(ctx, key, after)
-		cancel()
-
-		s.mu.Lock()
-		if err != nil {
-			h.failJoins(cs, err)
-		} else {
-			if read.Record == nil {
-				h.failJoins(cs, errCallGone)
-			}
-			h.apply(cs, read, after)
-			// Every held frame was published before the next read of
-			// history, if there is one, so none is needed beyond here.
-			cs.held = nil
-		}
-		if err == nil && !cs.again || len(cs.subs) == 0 || h.srv.ctx.Err() != nil {
-			cs.syncing, cs.again = false, false
-			if len(cs.subs) == 0 {
-				delete(s.chans, cs.channel)
-			}
-			s.mu.Unlock()
-			return
-		}
-		cs.again = false
-		s.mu.Unlock()
-		if err != nil {
-			h.srv.log.Warn("catch-up from history failed; retrying", "channel", cs.channel, "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-h.srv.ctx.Done():
-			}
-			backoff = min(2*backoff, 2*time.Second)
-		}
-	}
-}
-
-// failJoins answers every waiting join of cs with err and drops it.
-// Called with the shard's mu held.
-func (h *hub) failJoins(cs *channelState, err error) {
-	for c, f := range cs.subs {
-		if f.join != nil {
-			f.join.done <- err
-			delete(cs.subs, c)
-		}
-	}
-}
-
-// apply queues history and held frames to the followers of cs; the read
-// holds the events after the event after. Followers that joined since
-// that read began and need older events are left for the next round.
-// Called with the shard's mu held.
-func (h *hub) apply(cs *channelState, read HistoryRead, after int64) {
-	events, last := read.Events, read.Last
-	delivered := 0
-	for c, f := range cs.subs {
-		if f.last < after {
-			continue
-		}
-		if j := f.join; j != nil {
-			if !h.srv.sees(j.org, read.Org) {
-				// The call's org was set since it was resolved.
-				j.done <- errCallGone
-				delete(cs.subs, c)
-				continue
-			}
-			f.join = nil
-			var recovered *bool
-			if j.since >= 0 {
-				ok := j.since == last || len(events) > 0 && events[0].Seq <= j.since+1 && j.since < last
-				recovered = &ok
-			}
-			if f.last > last {
-				// Starting now; or the client knows more than the store
-				// does: the call's history was lost and numbering started
-				// again.
-				f.last = last
-			}
-			c.enqueue(j.reply(read.Record, recovered))
-			j.done <- nil
-		}
-		var batch [][]byte
-		for _, e := range events {
-			if e.Seq > f.last {
-				batch = append(batch, e.Frame)
-				f.last = e.Seq
-			}
-		}
-		for _, hf := range cs.held {
-			if hf.seq > f.last {
-				batch = append(batch, hf.frame)
-				f.last = hf.seq
-			}
-		}
-		c.enqueueReplay(batch)
-		delivered += len(batch)
-	}
-	h.srv.metrics.delivered.Add(int64(delivered))
 }
 
 // channels returns the number of channels with local connections.
@@ -357,4 +324,17 @@ func (h *hub) channels() int {
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// positionFields returns p as the strings of a frame's epoch and
+// event_id.
+func positionFields(p Position) (epoch, eventID string) {
+	return strconv.FormatInt(p.Epoch, 10), strconv.FormatInt(p.Seq, 10)
+}
+
+// resetFor is the reset frame that tells a follower of call the events
+// that follow continue after p.
+func resetFor(call string, p Position) []byte {
+	epoch, id := positionFields(p)
+	return encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -25,25 +26,47 @@ type Target struct {
 	Org string
 }
 
+// Position is where an event stands in its call: its epoch, then its
+// event_id within the epoch. Event ids count 1, 2, 3… within an epoch; a
+// new epoch, numbered from 1 again, starts when the store may have lost
+// the call's events (its numbering went back). Epochs only grow.
+type Position struct {
+	Epoch, Seq int64
+}
+
+// Less reports whether p comes before q.
+func (p Position) Less(q Position) bool {
+	return p.Epoch < q.Epoch || p.Epoch == q.Epoch && p.Seq < q.Seq
+}
+
+// none is the position before every event.
+var none Position
+
 // Event is a call event read back from history.
 type Event struct {
-	Seq   int64
+	Position
 	Frame []byte
 }
 
 // History reads the events a call has published.
 type History interface {
-	// After reads, at one moment, the events of call key numbered after
-	// after, oldest first (events the history no longer holds are
-	// missing), the call's last event_id, and the call's record.
-	After(ctx context.Context, key string, after int64) (HistoryRead, error)
+	// After reads, at one moment, the events of call key after the
+	// position after, oldest first (events the history no longer holds
+	// are missing), at most limit of them (0: all), the call's last
+	// position, and the call's record. An after of Latest reads no
+	// events.
+	After(ctx context.Context, key string, after Position, limit int) (HistoryRead, error)
 }
+
+// Latest is the position after every event: History.After reads only the
+// call's position and record.
+var Latest = Position{math.MaxInt64, math.MaxInt64}
 
 // HistoryRead is what History.After read.
 type HistoryRead struct {
 	Events []Event
-	// Last is the call's last event_id.
-	Last int64
+	// Last is the call's last position: its last event's.
+	Last Position
 	// Record is the call as JSON, as the subscribed reply carries it;
 	// nil if the call no longer exists.
 	Record json.RawMessage

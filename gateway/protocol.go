@@ -50,6 +50,11 @@ const (
 	CloseSendQueueOverflow = 4008
 )
 
+// reasonForbidden is the reason of an unsubscribed frame the server sends
+// on its own when the call's org and the connection's token no longer
+// match.
+const reasonForbidden = "forbidden"
+
 // closeTryAgainLater (1013) closes a topic socket whose topic could not be
 // loaded: the event bus is unreachable.
 const closeTryAgainLater = 1013
@@ -61,6 +66,10 @@ type frame struct {
 	Call string
 	// Since is the event_id to resume after; -1 when not given.
 	Since int64
+	// Epoch is the epoch Since belongs to, when HasEpoch; without it,
+	// Since is read in the call's current epoch.
+	Epoch    int64
+	HasEpoch bool
 	// Token is an auth frame's token.
 	Token string
 }
@@ -85,6 +94,13 @@ type (
 		Type string          `json:"type"`
 		ID   string          `json:"id,omitempty"`
 		Call json.RawMessage `json:"call"`
+		// Epoch and EventID are the position the events that follow
+		// continue after: the call's last event's for a subscribe that
+		// starts now, the since of a resume (or where the store can
+		// continue from, when it lost what the client had). "0" and "0"
+		// before the call's first event.
+		Epoch   string `json:"epoch"`
+		EventID string `json:"event_id"`
 		// Recovered is set when the client asked to resume: whether
 		// every event after its since was replayed.
 		Recovered *bool `json:"recovered,omitempty"`
@@ -93,6 +109,18 @@ type (
 		Type    string `json:"type"`
 		ID      string `json:"id,omitempty"`
 		CallSID string `json:"call_sid"`
+		// Reason is set when the server ended the subscription itself.
+		Reason string `json:"reason,omitempty"`
+	}
+	// resetFrame tells a follower that the call's numbering went back
+	// (Redis lost state): the events that follow continue after the
+	// position it gives, and earlier ones may be lost.
+	resetFrame struct {
+		Type      string `json:"type"`
+		CallSID   string `json:"call_sid"`
+		Epoch     string `json:"epoch"`
+		EventID   string `json:"event_id"`
+		Recovered bool   `json:"recovered"`
 	}
 	tokenExpiringFrame struct {
 		Type      string    `json:"type"`

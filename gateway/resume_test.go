@@ -71,10 +71,10 @@ type gatedHistory struct {
 	release chan struct{}
 }
 
-func (g *gatedHistory) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
+func (g *gatedHistory) After(ctx context.Context, key string, after gateway.Position, limit int) (gateway.HistoryRead, error) {
 	g.entered <- struct{}{}
 	<-g.release
-	return g.memCalls.After(ctx, key, after)
+	return g.memCalls.After(ctx, key, after, limit)
 }
 
 // TestResumeSeam publishes events while the replay is being read: the
@@ -145,7 +145,7 @@ func TestLiveGapIsFilledFromHistory(t *testing.T) {
 	expectEvents(t, c, 1, 3)
 
 	mem.record("EL_1") // 4 is missed, and nothing follows it
-	srv.Resync(context.Background())
+	srv.Resync(context.Background(), []string{testCalls["EL_1"].Channel})
 	expectEvents(t, c, 4, 4)
 	alive(t, c)
 }

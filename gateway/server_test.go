@@ -98,17 +98,19 @@ func init() {
 // the call store and the bus's history do.
 type memCalls struct {
 	mu     sync.Mutex
-	events map[string][]gateway.Event // by call key; may be trimmed
-	last   map[string]int64           // last event_id by call key
-	fail   error                      // History fails with it when set
-	gone   map[string]bool            // calls whose record History no longer finds
-	moved  map[string]gateway.Target  // identifiers that now name another call
+	events map[string][]gateway.Event  // by call key; may be trimmed
+	last   map[string]gateway.Position // last position by call key
+	fail   error                       // History fails with it when set
+	gone   map[string]bool             // calls whose record History no longer finds
+	moved  map[string]gateway.Target   // identifiers that now name another call
+	orgs   map[string]string           // calls' orgs, by key
 	// resolves counts calls to Resolve.
 	resolves int
 }
 
 func newMemCalls() *memCalls {
-	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]int64{}, gone: map[string]bool{}, moved: map[string]gateway.Target{}}
+	return &memCalls{events: map[string][]gateway.Event{}, last: map[string]gateway.Position{},
+		gone: map[string]bool{}, moved: map[string]gateway.Target{}, orgs: map[string]string{}}
 }
 
 func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, error) {
@@ -122,18 +124,19 @@ func (m *memCalls) Resolve(ctx context.Context, id string) (gateway.Target, erro
 	if !ok {
 		return gateway.Target{}, gateway.ErrNotFound
 	}
+	t.Org = m.orgs[t.Key]
 	return t, nil
 }
 
-func (m *memCalls) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
+func (m *memCalls) After(ctx context.Context, key string, after gateway.Position, limit int) (gateway.HistoryRead, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return gateway.HistoryRead{}, m.fail
 	}
-	read := gateway.HistoryRead{Last: m.last[key]}
+	read := gateway.HistoryRead{Last: m.last[key], Org: m.orgs[key]}
 	for _, e := range m.events[key] {
-		if e.Seq > after {
+		if after.Less(e.Position) && (limit == 0 || len(read.Events) < limit) {
 			read.Events = append(read.Events, e)
 		}
 	}
@@ -144,15 +147,32 @@ func (m *memCalls) After(ctx context.Context, key string, after int64) (gateway.
 }
 
 // record numbers and stores an event of call key without delivering it,
-// as when the bus misses it; extra goes into the frame after event_id.
+// as when the bus misses it; extra goes into the frame after the epoch.
 func (m *memCalls) record(key string, extra ...string) []byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.last[key]++
-	seq := m.last[key]
-	frame := []byte(`{"type":"event","event_id":"` + strconv.FormatInt(seq, 10) + `"` + strings.Join(extra, "") + `}`)
-	m.events[key] = append(m.events[key], gateway.Event{Seq: seq, Frame: frame})
+	p := m.last[key]
+	if p.Epoch == 0 {
+		p.Epoch = 1
+	}
+	p.Seq++
+	m.last[key] = p
+	frame := []byte(`{"type":"event","event_id":"` + strconv.FormatInt(p.Seq, 10) + `","epoch":"` +
+		strconv.FormatInt(p.Epoch, 10) + `"` + strings.Join(extra, "") + `}`)
+	m.events[key] = append(m.events[key], gateway.Event{Position: p, Frame: frame})
 	return frame
+}
+
+// restart makes the store lose call key's numbering, as Redis does when it
+// loses state: the next event starts a new epoch at 1. With keep, the
+// events stored so far stay in history.
+func (m *memCalls) restart(key string, keep bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last[key] = gateway.Position{Epoch: m.last[key].Epoch + 1}
+	if !keep {
+		m.events[key] = nil
+	}
 }
 
 // publish records an event and delivers it, as a webhook does through
@@ -496,7 +516,7 @@ func TestFrameSizes(t *testing.T) {
 	srv, _, url := startServer(t, gateway.Config{})
 	c := dial(t, url)
 	c.MustSubscribe("s", "EL_1")
-	base := len(`{"type":"event","event_id":"1","pad":""}`)
+	base := len(`{"type":"event","event_id":"1","epoch":"1","pad":""}`)
 	sizes := []int{base, 125, 126, 127, 65535, 65536, 70000, 1 << 20}
 	for _, size := range sizes {
 		mem.publish(srv, "EL_1", `,"pad":"`+strings.Repeat("x", size-base)+`"`)

@@ -72,9 +72,9 @@ type heldHistory struct {
 	release   chan struct{}
 }
 
-func (h *heldHistory) After(ctx context.Context, key string, after int64) (gateway.HistoryRead, error) {
+func (h *heldHistory) After(ctx context.Context, key string, after gateway.Position, limit int) (gateway.HistoryRead, error) {
 	if !h.armed.Load() {
-		return h.memCalls.After(ctx, key, after)
+		return h.memCalls.After(ctx, key, after, limit)
 	}
 	h.entered <- struct{}{}
 	<-ctx.Done()

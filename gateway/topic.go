@@ -115,13 +115,22 @@ func (s *Server) current(ctx context.Context, t *topicState) ([]byte, int64, err
 	return s.cfg.TopicSource.Current(ctx, t.Name)
 }
 
-// Resync catches every local connection up after the bus reconnected:
-// messages published while it was down were lost. Calls are filled in from
-// their history; topics get their newest state.
-func (s *Server) Resync(ctx context.Context) {
-	s.hub.resyncAll()
-	for _, t := range s.topics {
-		if !t.active() {
+// Lost tells the server that the bus lost its subscription to channels:
+// the calls among them hold their live events until Resync has caught
+// them up, so that nothing published meanwhile is skipped. It does not
+// block; a bus calls it from its receive loop, before anything it
+// receives on the next connection.
+func (s *Server) Lost(channels []string) { s.hub.lost(channels) }
+
+// Resync catches the local connections following channels up after the
+// bus subscribed to them again: messages published while it could not
+// were lost. Calls are filled in from their history; topics get their
+// newest state.
+func (s *Server) Resync(ctx context.Context, channels []string) {
+	s.hub.resync(channels)
+	for _, ch := range channels {
+		t := s.topicsByChannel[ch]
+		if t == nil || !t.active() {
 			continue
 		}
 		frame, v, err := s.current(ctx, t)

@@ -46,14 +46,17 @@ type State struct {
 
 // Store keeps topic states in Redis.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
-	names  map[string]bool
+	rdb     redis.UniversalClient
+	prefix  string
+	names   map[string]bool
+	sharded bool
 }
 
-// NewStore returns a Store for the given topic names.
-func NewStore(rdb redis.UniversalClient, prefix string, names []string) *Store {
-	s := &Store{rdb: rdb, prefix: prefix, names: make(map[string]bool)}
+// NewStore returns a Store for the given topic names. Sharded selects the
+// layout of a Redis Cluster: each topic's state and channel in the slot of
+// its name, states published with SPUBLISH.
+func NewStore(rdb redis.UniversalClient, prefix string, names []string, sharded bool) *Store {
+	s := &Store{rdb: rdb, prefix: prefix, names: make(map[string]bool), sharded: sharded}
 	for _, n := range names {
 		s.names[n] = true
 	}
@@ -65,8 +68,15 @@ func (s *Store) Known(topic string) bool { return s.names[topic] }
 
 func (s *Store) key(topic string) string { return s.prefix + ":topic:{" + topic + "}" }
 
-// Channel is the Pub/Sub channel on which topic's state frames go out.
-func (s *Store) Channel(topic string) string { return s.prefix + ":topic-events:" + topic }
+// Channel is the Pub/Sub channel on which topic's state frames go out:
+// P:topic-events:<name>, or the shard channel P:topic-events:{<name>} in
+// the cluster layout.
+func (s *Store) Channel(topic string) string {
+	if s.sharded {
+		return s.prefix + ":topic-events:{" + topic + "}"
+	}
+	return s.prefix + ":topic-events:" + topic
+}
 
 // FramePrefix is how every state frame of topic begins; its version
 // follows. Subscribers read the version from there.
@@ -86,7 +96,8 @@ func Frame(st State) []byte {
 }
 
 // setScript compares and publishes in one step. KEYS[1] the topic hash.
-// ARGV: canonical data, channel, frame prefix. Replies {version, changed}.
+// ARGV: canonical data, channel, frame prefix, publish command. Replies
+// {version, changed}.
 var setScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'data')
 if cur == ARGV[1] then
@@ -94,7 +105,7 @@ if cur == ARGV[1] then
 end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'data', ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. v .. ',"data":' .. ARGV[1] .. '}')
+redis.call(ARGV[4], ARGV[2], ARGV[3] .. v .. ',"data":' .. ARGV[1] .. '}')
 return {v, 1}
 `)
 
@@ -110,8 +121,12 @@ func (s *Store) Set(ctx context.Context, topic string, doc []byte) (State, bool,
 	if err != nil {
 		return State{}, false, err
 	}
+	publish := "PUBLISH"
+	if s.sharded {
+		publish = "SPUBLISH"
+	}
 	res, err := setScript.Run(ctx, s.rdb, []string{s.key(topic)},
-		data, s.Channel(topic), FramePrefix(topic)).Int64Slice()
+		data, s.Channel(topic), FramePrefix(topic), publish).Int64Slice()
 	if err != nil {
 		return State{}, false, fmt.Errorf("set topic %q: %w", topic, err)
 	}

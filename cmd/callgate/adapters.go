@@ -12,10 +12,11 @@ import (
 	"github.com/callgate/callgate/topics"
 )
 
-// resolver adapts the call store to what the gateway needs.
+// resolver adapts the call store to what the gateway needs: the same
+// Redis work whether a call exists or not.
 func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 	return gateway.ResolverFunc(func(ctx context.Context, id string) (gateway.Target, error) {
-		c, err := store.Resolve(ctx, id)
+		c, err := store.ResolveUniform(ctx, id)
 		if errors.Is(err, calls.ErrNotFound) {
 			return gateway.Target{}, gateway.ErrNotFound
 		}
@@ -33,14 +34,15 @@ type history struct {
 	keys calls.Keys
 }
 
-func (h history) After(ctx context.Context, sid string, after int64) (gateway.HistoryRead, error) {
-	sp, err := h.bus.Range(ctx, h.keys.Seq(sid), h.keys.History(sid), h.keys.Record(sid), after)
+func (h history) After(ctx context.Context, sid string, after gateway.Position, limit int) (gateway.HistoryRead, error) {
+	sp, err := h.bus.Range(ctx, h.keys.Pos(sid), h.keys.History(sid), h.keys.Record(sid),
+		pubsub.Position(after), limit)
 	if err != nil {
 		return gateway.HistoryRead{}, err
 	}
-	read := gateway.HistoryRead{Last: sp.Last, Events: make([]gateway.Event, len(sp.Entries))}
+	read := gateway.HistoryRead{Last: gateway.Position(sp.Last), Events: make([]gateway.Event, len(sp.Entries))}
 	for i, e := range sp.Entries {
-		read.Events[i] = gateway.Event{Seq: e.Seq, Frame: e.Payload}
+		read.Events[i] = gateway.Event{Position: gateway.Position(e.Position), Frame: e.Payload}
 	}
 	if len(sp.With) > 0 {
 		c, err := calls.ParseRecord(sp.With)

@@ -20,6 +20,7 @@ import (
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/gateway"
 	"github.com/callgate/callgate/internal/httpapi"
+	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/pubsub"
 	"github.com/callgate/callgate/topics"
 )
@@ -30,7 +31,8 @@ type app struct {
 	cfg    config
 	log    *slog.Logger
 	mini   *miniredis.Miniredis // the embedded Redis in --dev, else nil
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
+	mode   redisMode
 	bus    *pubsub.Bus
 	gw     *gateway.Server
 	events *calls.Events
@@ -55,31 +57,18 @@ type app struct {
 // (and cfg.DebugAddr). It starts nothing else.
 func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: log}
-	redisURL := cfg.RedisURL
-	if cfg.Dev && redisURL == "" {
-		m := miniredis.NewMiniRedis()
-		if err := m.StartAddr("127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("start embedded Redis: %w", err)
-		}
-		a.mini = m
-		redisURL = "redis://" + m.Addr()
+	var err error
+	if a.rdb, a.mode, a.mini, err = connectRedis(ctx, cfg); err != nil {
+		return nil, err
 	}
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		a.closeRedis()
-		return nil, fmt.Errorf("--redis-url: %w", err)
-	}
-	a.rdb = redis.NewClient(opts)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := a.rdb.Ping(pctx).Err(); err != nil {
-		a.closeRedis()
-		return nil, fmt.Errorf("cannot reach Redis at %s: %w", opts.Addr, err)
-	}
-
 	keys := calls.Keys{Prefix: cfg.RedisPrefix}
+	if a.mode == redisCluster {
+		ps := slots.NewPartitions(cfg.RedisClusterPartitions)
+		keys.Partitions = &ps
+	}
+	sharded := a.mode == redisCluster
 	store := calls.NewStore(a.rdb, keys, cfg.CallTTL)
-	topicStore := topics.NewStore(a.rdb, cfg.RedisPrefix, cfg.Topics)
+	topicStore := topics.NewStore(a.rdb, cfg.RedisPrefix, cfg.Topics, sharded)
 	var topicCfg []gateway.Topic
 	for _, name := range cfg.Topics {
 		topicCfg = append(topicCfg, gateway.Topic{
@@ -107,7 +96,14 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	if cfg.AllowAnonymous {
 		log.Warn("--allow-anonymous: sockets without a token are accepted as anonymous")
 	}
-	a.bus = pubsub.New(a.rdb, pubsub.Config{Logger: log, OnReconnect: a.resync, Linger: cfg.UnsubscribeLinger})
+	a.bus = pubsub.New(a.rdb, pubsub.Config{
+		Logger: log, Linger: cfg.UnsubscribeLinger, Sharded: sharded,
+		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
+		// Calls on lost channels hold their live events until the
+		// catch-up after the subscription is back.
+		OnLost:      func(channels []string) { a.gw.Lost(channels) },
+		OnReconnect: func(ctx context.Context, channels []string) { a.gw.Resync(ctx, channels) },
+	})
 	a.m = newMetrics(a)
 	a.gw = gateway.NewServer(gateway.Config{
 		Bus:              a.bus,
@@ -200,13 +196,6 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	return a, nil
 }
 
-// resync catches the gateway up after the bus lost Redis for a while.
-func (a *app) resync() {
-	ctx, cancel := context.WithTimeout(a.busCtx, 30*time.Second)
-	defer cancel()
-	a.gw.Resync(ctx)
-}
-
 // httpError answers every error echo raises itself (unknown route, wrong
 // method) in the API's error format.
 func httpError(err error, c echo.Context) {
@@ -237,7 +226,7 @@ func (a *app) ready(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := a.rdb.Ping(ctx).Err(); err != nil {
+	if err := pingRedis(ctx, a.rdb); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "redis unreachable"})
 	}
 	if !a.bus.Healthy() {

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/topics"
 )
 
@@ -20,19 +23,26 @@ import (
 // a CALLGATE_* environment variable of the same name; a flag on the command
 // line wins over the variable.
 type config struct {
-	Dev            bool
-	Addr           string
-	RedisURL       string
-	RedisPrefix    string
-	WebhookSecrets []string
-	APIKeys        []string
-	InstanceID     string
-	LogLevel       slog.Level
-	LogFormat      string
-	AllowedOrigins []string
-	Topics         []string
-	MaxTopicBytes  int64
-	TopicOrgs      []string
+	Dev      bool
+	Addr     string
+	RedisURL string
+	// RedisCluster and RedisSentinel select the distributed modes; at
+	// most one of the three Redis settings is given.
+	RedisCluster           string
+	RedisSentinel          string
+	RedisClusterPartitions int
+	RedisWaitReplicas      int
+	RedisWaitTimeout       time.Duration
+	RedisPrefix            string
+	WebhookSecrets         []string
+	APIKeys                []string
+	InstanceID             string
+	LogLevel               slog.Level
+	LogFormat              string
+	AllowedOrigins         []string
+	Topics                 []string
+	MaxTopicBytes          int64
+	TopicOrgs              []string
 
 	DebugAddr             string
 	HTTPReadHeaderTimeout time.Duration
@@ -114,7 +124,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: embedded Redis unless --redis-url is given; webhooks unsigned and API open unless secrets are given; text logs")
 	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL, e.g. redis://:password@redis:6379/0 (required without --dev)")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "one Redis server, e.g. redis://:password@redis:6379/0 (this, --redis-cluster or --redis-sentinel is required without --dev)")
+	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "Redis Cluster seed nodes, e.g. redis://user:pass@10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000")
+	fs.StringVar(&c.RedisSentinel, "redis-sentinel", "", "Redis Sentinel, e.g. redis://user:pass@10.0.0.1:26379?master_name=mymaster&addr=10.0.0.2:26379")
+	fs.IntVar(&c.RedisClusterPartitions, "redis-cluster-partitions", 64, "with --redis-cluster: how many hash-slot partitions calls are spread over (the same on every instance, set once)")
+	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "answer a webhook only once this many replicas have its event (Redis WAIT); 0 does not wait")
+	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", time.Second, "how long --redis-wait-replicas waits before the webhook is answered 503")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "callgate", "prefix of every Redis key and channel, to share a Redis between deployments")
 	fs.Var(listValue{&c.WebhookSecrets}, "webhook-secret", "webhook signing secret(s), comma-separated to rotate (required without --dev)")
 	fs.Var(listValue{&c.APIKeys}, "api-key", "API key(s) for /api, comma-separated to rotate (required without --dev)")
@@ -198,6 +213,48 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return c, c.validate()
 }
 
+// validateRedis checks the Redis settings: at most one mode, each URL as
+// go-redis reads it.
+func (c config) validateRedis() []error {
+	var errs []error
+	given := 0
+	for _, v := range []string{c.RedisURL, c.RedisCluster, c.RedisSentinel} {
+		if v != "" {
+			given++
+		}
+	}
+	if given > 1 {
+		errs = append(errs, errors.New("give one of --redis-url, --redis-cluster and --redis-sentinel, not several"))
+	}
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("--redis-url: want redis://[user:password@]host:port[/db] or rediss://… (%v)", err))
+		}
+	}
+	if c.RedisCluster != "" {
+		if _, err := redis.ParseClusterURL(c.RedisCluster); err != nil {
+			errs = append(errs, fmt.Errorf("--redis-cluster: want redis://[user:password@]host:port?addr=host:port&addr=… or rediss://… (%v)", err))
+		}
+	}
+	if c.RedisSentinel != "" {
+		if o, err := redis.ParseFailoverURL(c.RedisSentinel); err != nil {
+			errs = append(errs, fmt.Errorf("--redis-sentinel: want redis://[user:password@]host:port?master_name=name&addr=host:port… or rediss://… (%v)", err))
+		} else if o.MasterName == "" {
+			errs = append(errs, errors.New("--redis-sentinel: the URL needs master_name=<the primary's name at the sentinels>"))
+		}
+	}
+	if c.RedisClusterPartitions < 1 || c.RedisClusterPartitions > slots.MaxPartitions {
+		errs = append(errs, fmt.Errorf("--redis-cluster-partitions (%s) must be 1 to %d", envName("redis-cluster-partitions"), slots.MaxPartitions))
+	}
+	if c.RedisWaitReplicas < 0 {
+		errs = append(errs, fmt.Errorf("--redis-wait-replicas (%s) must not be negative", envName("redis-wait-replicas")))
+	}
+	if c.RedisWaitTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--redis-wait-timeout (%s) must be positive", envName("redis-wait-timeout")))
+	}
+	return errs
+}
+
 // hasTokenVerifier reports whether client tokens can be verified.
 func (c config) hasTokenVerifier() bool {
 	return len(c.JWTSecrets) > 0 || c.JWTPublicKeyFile != "" || c.JWTJWKSURL != ""
@@ -216,8 +273,8 @@ func (c config) topicOrg(topic string) string {
 func (c config) validate() error {
 	var errs []error
 	if !c.Dev {
-		if c.RedisURL == "" {
-			errs = append(errs, errors.New("--redis-url (CALLGATE_REDIS_URL) is required without --dev"))
+		if c.RedisURL == "" && c.RedisCluster == "" && c.RedisSentinel == "" {
+			errs = append(errs, errors.New("--redis-url (CALLGATE_REDIS_URL), --redis-cluster (CALLGATE_REDIS_CLUSTER) or --redis-sentinel (CALLGATE_REDIS_SENTINEL) is required without --dev"))
 		}
 		if len(c.WebhookSecrets) == 0 {
 			errs = append(errs, errors.New("--webhook-secret (CALLGATE_WEBHOOK_SECRET) is required without --dev"))
@@ -229,11 +286,7 @@ func (c config) validate() error {
 			errs = append(errs, errors.New("sockets must authenticate without --dev: give --jwt-secret, --jwt-public-keys or --jwt-jwks-url (or --allow-anonymous to accept unauthenticated sockets)"))
 		}
 	}
-	if c.RedisURL != "" {
-		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			errs = append(errs, fmt.Errorf("--redis-url %q: want redis://[user:password@]host:port[/db] or rediss://…", c.RedisURL))
-		}
-	}
+	errs = append(errs, c.validateRedis()...)
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("--addr %q: want host:port or :port", c.Addr))
 	}

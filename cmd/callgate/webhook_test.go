@@ -242,48 +242,46 @@ func TestLargeAudioWebhook(t *testing.T) {
 	c.MustSubscribe("s", "conv_big")
 }
 
-// TestLiveWebhooksReuseCallRecords checks --call-cache-ttl: live webhooks
-// of a call in progress reuse the record this instance read or saved, so
-// that each costs one Redis round trip, and a change saved on this
-// instance is seen at once. The record is deleted behind the instance's
-// back to show which webhooks read it.
-func TestLiveWebhooksReuseCallRecords(t *testing.T) {
+// TestLiveWebhooksReuseConversationLinks checks --call-cache-ttl: live
+// webhooks addressed by conversation_id reuse the call_sid this instance
+// found it linked to, so that each costs one Redis round trip. The link
+// is deleted behind the instance's back to show which webhooks read it.
+// Webhooks addressed by call_sid read the record in the publishing step
+// itself: a call deleted meanwhile is not found.
+func TestLiveWebhooksReuseConversationLinks(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	const sid = "EL_cached"
-	event := func(n int) []byte {
-		return liveBody("call_sid", sid, json.RawMessage(`{"type":"interruption","interruption_event":{"event_id":`+strconv.Itoa(n)+`}}`))
+	const sid, conv = "EL_cached", "conv_cached"
+	event := func(field, id string, n int) []byte {
+		return liveBody(field, id, json.RawMessage(`{"type":"interruption","interruption_event":{"event_id":`+strconv.Itoa(n)+`}}`))
 	}
-	start := func(t *testing.T, ttl time.Duration) (*instance, func()) {
+	start := func(t *testing.T, ttl time.Duration) (*instance, string) {
 		prefix := redistest.Prefix(t)
 		a := startInstance(t, srv, prefix, "a", func(c *config) { c.CallCacheTTL = ttl })
-		a.saveCall(calls.Update{CallSID: sid, Status: calls.StatusInProgress})
-		a.mustPublish("/webhooks/transcription", event(1))
-		forget := func() {
-			if err := rdb.Del(context.Background(), calls.Keys{Prefix: prefix}.Record(sid)).Err(); err != nil {
-				t.Fatal(err)
-			}
+		a.saveCall(calls.Update{CallSID: sid, ConversationID: conv, Status: calls.StatusInProgress})
+		a.mustPublish("/webhooks/transcription", event("conversation_id", conv, 1))
+		if err := rdb.Del(context.Background(), prefix+":conv:"+conv).Err(); err != nil {
+			t.Fatal(err)
 		}
-		return a, forget
+		return a, prefix
 	}
 	t.Run("cached", func(t *testing.T) {
-		a, deleteRecord := start(t, time.Hour)
-		deleteRecord()
-		a.mustPublish("/webhooks/transcription", event(2))
+		a, _ := start(t, time.Hour)
+		a.mustPublish("/webhooks/transcription", event("conversation_id", conv, 2))
 	})
 	t.Run("off", func(t *testing.T) {
-		a, deleteRecord := start(t, 0)
-		deleteRecord()
-		if status, out := a.webhook("/webhooks/transcription", event(2)); status != http.StatusNotFound {
-			t.Fatalf("without the cache, a deleted call: %d %v", status, out)
+		a, _ := start(t, 0)
+		if status, out := a.webhook("/webhooks/transcription", event("conversation_id", conv, 2)); status != http.StatusNotFound {
+			t.Fatalf("without the cache, an unlinked conversation: %d %v", status, out)
 		}
 	})
-	t.Run("ended here", func(t *testing.T) {
-		a, deleteRecord := start(t, time.Hour)
-		a.saveCall(calls.Update{CallSID: sid, Status: calls.StatusDone})
-		deleteRecord()
-		if status, out := a.webhook("/webhooks/transcription", event(2)); status != http.StatusNotFound {
-			t.Fatalf("after the call ended on this instance: %d %v", status, out)
+	t.Run("by call_sid", func(t *testing.T) {
+		a, prefix := start(t, time.Hour)
+		if err := rdb.Del(context.Background(), calls.Keys{Prefix: prefix}.Record(sid)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if status, out := a.webhook("/webhooks/transcription", event("call_sid", sid, 2)); status != http.StatusNotFound {
+			t.Fatalf("a deleted call: %d %v", status, out)
 		}
 	})
 }

@@ -45,7 +45,7 @@ func TestEventFramesRoundTrip(t *testing.T) {
 		for i, want := range []string{calls.EventStatus, calls.EventTranscript} {
 			f := c.Expect("event")
 			id, epoch, ok := wire.Parse(f.Raw)
-			if !ok || strconv.FormatInt(id, 10) != f.EventID || epoch != 0 {
+			if !ok || strconv.FormatInt(id, 10) != f.EventID || strconv.FormatInt(epoch, 10) != f.Epoch || epoch == 0 {
 				t.Fatalf("Parse(%s) = %d, %d, %v", f.Raw, id, epoch, ok)
 			}
 			if want == calls.EventTranscript && f.EventID != transcriptID {

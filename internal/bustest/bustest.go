@@ -38,9 +38,10 @@ type Message struct{ Channel, Payload string }
 type Env struct {
 	// Start returns a running bus, closed at the test's end, whose
 	// handler sends every message to the returned channel, and which
-	// calls onReconnect with the channels it caught up after a restored
-	// connection.
-	Start func(t *testing.T, onReconnect func(channels []string)) (Bus, <-chan Message)
+	// calls the hooks: onLost with the channels of a connection that
+	// failed, onReconnect with the channels it caught up after the
+	// connection was restored.
+	Start func(t *testing.T, h Hooks) (Bus, <-chan Message)
 	// Publish publishes payload on channel as another process would.
 	Publish func(t *testing.T, channel, payload string)
 	// Subscribed reports how many subscriptions the backend holds on
@@ -52,6 +53,13 @@ type Env struct {
 	// Channel names channel i of the test: unique to the test, and, for
 	// sharded buses, spread so that some share a slot and some do not.
 	Channel func(t *testing.T, i int) string
+}
+
+// Hooks are the bus's callbacks about lost connections; nil ones are not
+// set.
+type Hooks struct {
+	OnLost      func(channels []string)
+	OnReconnect func(channels []string)
 }
 
 // Wait bounds every wait for something the bus must do.
@@ -93,7 +101,7 @@ func WaitFor(t *testing.T, what string, tick <-chan struct{}, cond func() bool) 
 }
 
 func confirmedBeforeReturn(t *testing.T, env Env) {
-	bus, msgs := env.Start(t, nil)
+	bus, msgs := env.Start(t, Hooks{})
 	ctx := context.Background()
 	for i := range 5 {
 		ch := env.Channel(t, i)
@@ -108,7 +116,7 @@ func confirmedBeforeReturn(t *testing.T, env Env) {
 }
 
 func referenceCounted(t *testing.T, env Env) {
-	bus, msgs := env.Start(t, nil)
+	bus, msgs := env.Start(t, Hooks{})
 	ctx := context.Background()
 	ch := env.Channel(t, 0)
 	for range 2 {
@@ -146,7 +154,7 @@ func referenceCounted(t *testing.T, env Env) {
 }
 
 func orderedPerChannel(t *testing.T, env Env) {
-	bus, msgs := env.Start(t, nil)
+	bus, msgs := env.Start(t, Hooks{})
 	ctx := context.Background()
 	const channels, each = 4, 100
 	var names []string
@@ -172,7 +180,7 @@ func orderedPerChannel(t *testing.T, env Env) {
 }
 
 func concurrentSubscribes(t *testing.T, env Env) {
-	bus, msgs := env.Start(t, nil)
+	bus, msgs := env.Start(t, Hooks{})
 	ctx := context.Background()
 	const n = 200
 	var wg sync.WaitGroup
@@ -206,7 +214,24 @@ func concurrentSubscribes(t *testing.T, env Env) {
 
 func reconnectSignalled(t *testing.T, env Env) {
 	caught := make(chan []string, 16)
-	bus, msgs := env.Start(t, func(chs []string) { caught <- chs })
+	var mu sync.Mutex
+	var lost []string
+	bus, msgs := env.Start(t, Hooks{
+		OnLost: func(chs []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			lost = append(lost, chs...)
+		},
+		OnReconnect: func(chs []string) {
+			mu.Lock()
+			n := len(lost)
+			mu.Unlock()
+			if n < len(chs) {
+				t.Errorf("caught up %v, lost only %d channels before", chs, n)
+			}
+			caught <- chs
+		},
+	})
 	ctx := context.Background()
 	var names []string
 	for i := range 3 {
@@ -247,7 +272,7 @@ func reconnectSignalled(t *testing.T, env Env) {
 }
 
 func closeStops(t *testing.T, env Env) {
-	bus, _ := env.Start(t, nil)
+	bus, _ := env.Start(t, Hooks{})
 	ctx := context.Background()
 	if err := bus.Subscribe(ctx, env.Channel(t, 0)); err != nil {
 		t.Fatal(err)

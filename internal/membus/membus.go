@@ -21,6 +21,9 @@ var ErrClosed = errors.New("membus: bus closed")
 // Bus is an in-process bus. Its handler is called from the goroutine that
 // publishes, one message at a time, in publishing order.
 type Bus struct {
+	// OnLost, if set before Run, is called by Break with every channel
+	// followed, before anything else is delivered.
+	OnLost func(channels []string)
 	// OnReconnect, if set before Run, is called after Break with every
 	// channel followed, from a goroutine of its own.
 	OnReconnect func(ctx context.Context, channels []string)
@@ -158,12 +161,17 @@ func (b *Bus) Publish(channel string, payload []byte) {
 // backend: messages published meanwhile would be lost, so OnReconnect is
 // called with every channel followed.
 func (b *Bus) Break() {
+	b.deliver.Lock()
+	defer b.deliver.Unlock()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return
 	}
 	chs := slices.Collect(maps.Keys(b.refs))
+	if b.OnLost != nil && len(chs) > 0 {
+		b.OnLost(chs)
+	}
 	b.reconnects.Add(1)
 	if b.OnReconnect != nil && len(chs) > 0 {
 		b.wg.Add(1)

@@ -14,10 +14,11 @@ import (
 func TestConformance(t *testing.T) {
 	var buses []*membus.Bus
 	bustest.Run(t, bustest.Env{
-		Start: func(t *testing.T, onReconnect func([]string)) (bustest.Bus, <-chan bustest.Message) {
+		Start: func(t *testing.T, h bustest.Hooks) (bustest.Bus, <-chan bustest.Message) {
 			b := membus.New()
-			if onReconnect != nil {
-				b.OnReconnect = func(_ context.Context, chs []string) { onReconnect(chs) }
+			b.OnLost = h.OnLost
+			if h.OnReconnect != nil {
+				b.OnReconnect = func(_ context.Context, chs []string) { h.OnReconnect(chs) }
 			}
 			buses = append(buses, b)
 			msgs := make(chan bustest.Message, 4096)

@@ -55,28 +55,45 @@ const (
 	timeLayout = time.RFC3339Nano
 )
 
+// ConvKey comes before the conversation_id's JSON string in a frame.
+const ConvKey = convKey
+
+// AppendSplitTail appends to before and after the frame's tail without
+// its conversation_id: before ends with the call_sid, after starts with
+// the time. The whole tail is before, ConvKey and the conversation_id as a
+// JSON string (when the call has one), then after: the form the publish
+// script fills in with the conversation_id it reads from the call's
+// record. t.ConversationID is ignored.
+func AppendSplitTail(before, after []byte, t Tail) ([]byte, []byte) {
+	before = append(before, eventKey...)
+	before = appendString(before, t.Event)
+	before = append(before, callKey...)
+	before = appendString(before, t.CallSID)
+	after = append(after, timeKey...)
+	after = t.Time.UTC().AppendFormat(after, timeLayout)
+	after = append(after, dataKey...)
+	if len(t.Data) == 0 {
+		after = append(after, "null"...)
+	} else {
+		after = append(after, t.Data...)
+	}
+	return before, append(after, '}')
+}
+
+// AppendString appends s as a JSON string, as frames write strings.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
 // AppendTail appends the frame's tail to dst: from the quote that closes
 // the event_id (or the epoch) to the closing brace. Strings are escaped as
 // encoding/json escapes them, invalid UTF-8 replaced by U+FFFD; the time
 // is written in UTC.
 func AppendTail(dst []byte, t Tail) []byte {
-	dst = append(dst, eventKey...)
-	dst = appendString(dst, t.Event)
-	dst = append(dst, callKey...)
-	dst = appendString(dst, t.CallSID)
+	dst, after := AppendSplitTail(dst, nil, t)
 	if t.ConversationID != "" {
 		dst = append(dst, convKey...)
 		dst = appendString(dst, t.ConversationID)
 	}
-	dst = append(dst, timeKey...)
-	dst = t.Time.UTC().AppendFormat(dst, timeLayout)
-	dst = append(dst, dataKey...)
-	if len(t.Data) == 0 {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, t.Data...)
-	}
-	return append(dst, '}')
+	return append(dst, after...)
 }
 
 // TailCap is a capacity that fits AppendTail's output for t, unless its
@@ -295,4 +312,22 @@ func appendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// OrgNoticePrefix starts the notice published on a call's channel when an
+// org is set on an existing call: {"type":"org","org":<string>}. Instances
+// that follow the call then check that every follower may still see it.
+// It is not an event and never reaches clients.
+const OrgNoticePrefix = `{"type":"org","org":`
+
+// ParseOrgNotice reads the org of an org notice.
+func ParseOrgNotice(frame []byte) (org string, ok bool) {
+	if !hasAt(frame, 0, OrgNoticePrefix) {
+		return "", false
+	}
+	end := skipString(frame, len(OrgNoticePrefix))
+	if end < 0 || end != len(frame)-1 || frame[end] != '}' {
+		return "", false
+	}
+	return unquote(frame[len(OrgNoticePrefix):end])
 }

@@ -26,6 +26,8 @@ type Frame struct {
 	Message   string          `json:"message"`
 	Event     string          `json:"event"`
 	EventID   string          `json:"event_id"`
+	Epoch     string          `json:"epoch"`
+	Reason    string          `json:"reason"`
 	CallSID   string          `json:"call_sid"`
 	ConvID    string          `json:"conversation_id"`
 	Call      json.RawMessage `json:"call"`

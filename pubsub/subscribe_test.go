@@ -1,0 +1,246 @@
+package pubsub_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callgate/callgate/internal/bustest"
+	"github.com/callgate/callgate/internal/redistest"
+	"github.com/callgate/callgate/pubsub"
+)
+
+// env is the bus under test on the Redis that CALLGATE_TEST_REDIS selects.
+type env struct {
+	srv     *redistest.Server
+	rdb     redis.UniversalClient
+	sharded bool
+
+	mu       sync.Mutex
+	prefixes map[*testing.T]string
+}
+
+func newEnv(t *testing.T) *env {
+	srv := redistest.Start(t)
+	return &env{srv: srv, rdb: srv.Client(t), prefixes: map[*testing.T]string{}}
+}
+
+// start runs a bus with cfg and returns it with the messages its handler
+// saw.
+func (e *env) start(t *testing.T, cfg pubsub.Config) (*pubsub.Bus, <-chan bustest.Message) {
+	t.Helper()
+	cfg.Sharded = e.sharded
+	bus := pubsub.New(e.rdb, cfg)
+	out := make(chan bustest.Message, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bus.Run(context.Background(), func(ch string, p []byte) { out <- bustest.Message{Channel: ch, Payload: string(p)} })
+	}()
+	t.Cleanup(func() {
+		bus.Close()
+		<-done
+	})
+	return bus, out
+}
+
+func (e *env) publish(t *testing.T, ch, payload string) {
+	t.Helper()
+	var err error
+	if e.sharded {
+		err = e.rdb.SPublish(context.Background(), ch, payload).Err()
+	} else {
+		err = e.rdb.Publish(context.Background(), ch, payload).Err()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// subscribed reports Redis's count of subscribers to ch.
+func (e *env) subscribed(t *testing.T, ch string) int {
+	t.Helper()
+	ctx := context.Background()
+	var (
+		n   map[string]int64
+		err error
+	)
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		var node *redis.Client
+		if node, err = cc.MasterForKey(ctx, ch); err == nil {
+			n, err = node.PubSubShardNumSub(ctx, ch).Result()
+		}
+	} else {
+		n, err = e.rdb.PubSubNumSub(ctx, ch).Result()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n[ch])
+}
+
+// breakConns kills every subscriber connection Redis holds.
+func (e *env) breakConns(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if e.srv.Mini != nil {
+		e.srv.Mini.Close()
+		if err := e.srv.Mini.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	kill := func(ctx context.Context, c *redis.Client) error {
+		return c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+	}
+	var err error
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, kill)
+	} else {
+		err = e.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// channel names channel i of a test; three hash tags spread them over
+// three slots when sharded.
+func (e *env) channel(t *testing.T, i int) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.prefixes[t]
+	if !ok {
+		p = redistest.Prefix(t)
+		e.prefixes[t] = p
+	}
+	return fmt.Sprintf("%s:{%s-%d}:%d", p, p, i%3, i)
+}
+
+// TestConformance runs the behaviours every bus must have.
+func TestConformance(t *testing.T) {
+	e := newEnv(t)
+	bustest.Run(t, bustest.Env{
+		Start: func(t *testing.T, h bustest.Hooks) (bustest.Bus, <-chan bustest.Message) {
+			cfg := pubsub.Config{OnLost: h.OnLost}
+			if h.OnReconnect != nil {
+				cfg.OnReconnect = func(_ context.Context, chs []string) { h.OnReconnect(chs) }
+			}
+			return e.start(t, cfg)
+		},
+		Publish:    e.publish,
+		Subscribed: e.subscribed,
+		Break:      e.breakConns,
+		Channel:    e.channel,
+	})
+}
+
+// commandCalls returns how many times Redis ran command. Only a real
+// Redis counts commands; callers run only there.
+func commandCalls(t *testing.T, rdb redis.UniversalClient, command string) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+command+":calls="); ok {
+			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// TestSubscribesAreBatched subscribes to many channels at once, as clients
+// do after a failover: Redis gets far fewer SUBSCRIBE commands than there
+// are channels. It needs a real single Redis, which counts commands.
+func TestSubscribesAreBatched(t *testing.T) {
+	e := newEnv(t)
+	if !e.srv.Real || e.sharded {
+		t.Skip("counts commands: needs CALLGATE_TEST_REDIS=real")
+	}
+	bus, _ := e.start(t, pubsub.Config{})
+	ctx := context.Background()
+	const n = 300
+	before := commandCalls(t, e.rdb, "subscribe")
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := bus.Subscribe(ctx, e.channel(t, i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	sent := commandCalls(t, e.rdb, "subscribe") - before
+	t.Logf("%d channels subscribed with %d SUBSCRIBE commands", n, sent)
+	if sent >= n/2 {
+		t.Fatalf("%d SUBSCRIBE commands for %d channels: not batched", sent, n)
+	}
+}
+
+// TestLingeringChannels: with Linger, a channel left by its last local
+// subscriber stays subscribed for a while. A Subscribe then needs no
+// SUBSCRIBE, messages still reach the handler, and the channels whose
+// time is up are unsubscribed together.
+func TestLingeringChannels(t *testing.T) {
+	e := newEnv(t)
+	bus, msgs := e.start(t, pubsub.Config{Linger: 300 * time.Millisecond})
+	ctx := context.Background()
+	const n = 100
+	for i := range n {
+		if err := bus.Subscribe(ctx, e.channel(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var subscribes, unsubscribes int64
+	if e.srv.Real {
+		subscribes, unsubscribes = commandCalls(t, e.rdb, "subscribe"), commandCalls(t, e.rdb, "unsubscribe")
+	}
+	for i := range n {
+		if err := bus.Unsubscribe(ctx, e.channel(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bus.Channels() != n || e.subscribed(t, e.channel(t, 0)) != 1 {
+		t.Fatalf("right after the last subscribers left: Channels() = %d, Redis subscribers %d", bus.Channels(), e.subscribed(t, e.channel(t, 0)))
+	}
+	e.publish(t, e.channel(t, 1), "meanwhile")
+	if m := bustest.Next(t, msgs); m != (bustest.Message{Channel: e.channel(t, 1), Payload: "meanwhile"}) {
+		t.Fatalf("got %+v", m)
+	}
+	if err := bus.Subscribe(ctx, e.channel(t, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if e.srv.Real && !e.sharded {
+		if got := commandCalls(t, e.rdb, "subscribe") - subscribes; got != 0 {
+			t.Fatalf("subscribing again to a lingering channel sent %d SUBSCRIBE", got)
+		}
+	}
+	// Channels() drops once Redis confirmed the UNSUBSCRIBE: from then on
+	// nothing published on those channels arrives.
+	bustest.WaitFor(t, "lingering channels unsubscribed", bustest.Tick(t), func() bool { return bus.Channels() == 1 })
+	e.publish(t, e.channel(t, 1), "late")
+	e.publish(t, e.channel(t, 0), "followed")
+	if m := bustest.Next(t, msgs); m != (bustest.Message{Channel: e.channel(t, 0), Payload: "followed"}) {
+		t.Fatalf("got %+v after the channels were unsubscribed", m)
+	}
+	if e.subscribed(t, e.channel(t, 0)) != 1 || e.subscribed(t, e.channel(t, 1)) != 0 || e.subscribed(t, e.channel(t, n-1)) != 0 {
+		t.Fatalf("Redis subscribers: %d, %d, %d; want 1, 0, 0", e.subscribed(t, e.channel(t, 0)),
+			e.subscribed(t, e.channel(t, 1)), e.subscribed(t, e.channel(t, n-1)))
+	}
+	if e.srv.Real && !e.sharded {
+		sent := commandCalls(t, e.rdb, "unsubscribe") - unsubscribes
+		t.Logf("%d channels unsubscribed with %d UNSUBSCRIBE commands", n-1, sent)
+		if sent >= n/10 {
+			t.Fatalf("%d UNSUBSCRIBE commands for %d channels: not batched", sent, n-1)
+		}
+	}
+}
