@@ -69,7 +69,7 @@ export class FakeSocket {
 }
 
 /**
- * waitFor resolves once cond() is true; it checks every few milliseconds,
+ * waitFor resolves once cond() is true (or resolves to true); it checks every few milliseconds,
  * the first time after a turn of the event loop, so that the promises
  * already settled have run.
  */
@@ -78,7 +78,7 @@ export async function waitFor(cond, what = "condition", ms = 5000) {
   do {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
-  } while (!cond());
+  } while (!(await cond()));
 }
 
 export function record(o = {}) {
