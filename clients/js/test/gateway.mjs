@@ -5,7 +5,7 @@
 
 import { spawn, execFile } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -219,7 +219,12 @@ export class Cluster {
    * webhook's answer, with the published event_id.
    */
   say(callSid, n, text = `turn ${n}`) {
-    const body = JSON.stringify({ call_sid: callSid, event: { type: "agent_response", agent_response_event: { agent_response: text, event_id: n } } });
+    return this.live(callSid, { type: "agent_response", agent_response_event: { agent_response: text, event_id: n } });
+  }
+
+  /** live posts a signed live webhook with an ElevenLabs event for the call. */
+  live(callSid, event) {
+    const body = JSON.stringify({ call_sid: callSid, event });
     return this.request("POST", "/webhooks/transcription", body, { "ElevenLabs-Signature": sign(body) });
   }
 
@@ -278,5 +283,79 @@ export async function rawEventFrame(url, call, jwt) {
     });
   } finally {
     ws.close();
+  }
+}
+
+/**
+ * Browser is a headless Chromium driven through the DevTools protocol, or
+ * null when no chromium is installed.
+ */
+export class Browser {
+  static async launch() {
+    const exe = ["chromium", "chromium-browser", "google-chrome"].map(which).find(Boolean);
+    if (!exe) return null;
+    const b = new Browser();
+    const dir = scratchDir();
+    b.proc = spawn(exe, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0", `--user-data-dir=${dir}`, "about:blank"], { stdio: "ignore" });
+    b.exited = new Promise((resolve) => b.proc.once("exit", resolve));
+    const portFile = path.join(dir, "DevToolsActivePort");
+    let port;
+    await waitFor(() => (port = readIfExists(portFile).split("\n")[0]), "chromium", 20000);
+    let page;
+    await waitFor(async () => {
+      const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+      return (page = targets.find((t) => t.type === "page"));
+    }, "a page");
+    b.ws = new WebSocket(page.webSocketDebuggerUrl);
+    b.calls = new Map();
+    b.next = 1;
+    b.ws.on("message", (d) => {
+      const m = JSON.parse(d.toString());
+      const call = b.calls.get(m.id);
+      if (!call) return;
+      b.calls.delete(m.id);
+      m.error ? call.reject(new Error(m.error.message)) : call.resolve(m.result);
+    });
+    await new Promise((resolve, reject) => b.ws.once("open", resolve).once("error", reject));
+    return b;
+  }
+
+  send(method, params = {}) {
+    const id = this.next++;
+    this.ws.send(JSON.stringify({ id, method, params }));
+    return new Promise((resolve, reject) => this.calls.set(id, { resolve, reject }));
+  }
+
+  /** eval evaluates a JavaScript expression in the page and returns its value. */
+  async eval(expression) {
+    const { result, exceptionDetails } = await this.send("Runtime.evaluate", { expression, returnByValue: true });
+    if (exceptionDetails) throw new Error(exceptionDetails.text);
+    return result.value;
+  }
+
+  /** close asks Chromium to quit, so that it ends its own processes, and waits for it. */
+  async close() {
+    const quit = this.send("Browser.close").catch(() => {});
+    const late = setTimeout(() => this.proc.kill("SIGKILL"), 5000);
+    await Promise.race([quit, this.exited]);
+    await this.exited;
+    clearTimeout(late);
+    this.ws.close();
+  }
+}
+
+function which(name) {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+    const p = path.join(dir, name);
+    if (readIfExists(p, true)) return p;
+  }
+  return null;
+}
+
+function readIfExists(p, justCheck = false) {
+  try {
+    return justCheck ? (statSync(p).isFile() ? p : "") : readFileSync(p, "utf8");
+  } catch {
+    return "";
   }
 }

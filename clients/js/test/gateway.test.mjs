@@ -6,9 +6,11 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { createServer } from "node:http";
 import { connect } from "../dist/index.js";
 import { waitFor } from "./fake.mjs";
-import { buildGateway, Redis, Cluster, TestSocket, token, rawEventFrame, scratchDir } from "./gateway.mjs";
+import { buildGateway, Redis, Cluster, TestSocket, Browser, token, rawEventFrame, scratchDir } from "./gateway.mjs";
 
 let bin;
 let redis;
@@ -478,4 +480,37 @@ test("a live subscription resumes from the event_id its subscribed frame gave", 
   await waitFor(() => f.ids.at(-1) === last, "the events after the subscribe", 10000);
   assert.deepEqual(f.ids, range(from, last));
   assert.deepEqual(f.lost, []);
+});
+
+// The browser: the dashboard of the README, as it is written there.
+
+test("the README's dashboard in Chromium: the transcript speaker by speaker, tentative text replaced, the status", async (t) => {
+  const browser = await Browser.launch();
+  if (!browser) return t.skip("no chromium on PATH");
+  t.after(() => browser.close());
+  const c = await Cluster.start(t, { bin, redis });
+  await c.register("CA-page", { status: "in-progress" });
+  await c.say("CA-page", 1, "Hi, this is Ava. Am I speaking with Maria?");
+  const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+  const page = readme.match(/## A dashboard in 20 lines[\s\S]*?```html\n([\s\S]*?)```/)[1].replace("wss://gateway.example.com", c.gateways[0].url);
+  const files = {
+    "/": ["text/html", page],
+    "/callgate.js": ["text/javascript", await readFile(new URL("../dist/index.js", import.meta.url), "utf8")],
+    "/dashboard/token": ["text/plain", token()],
+  };
+  const server = createServer((req, res) => {
+    const [type, body] = files[new URL(req.url, "http://x").pathname] ?? ["text/plain", null];
+    res.writeHead(body === null ? 404 : 200, { "Content-Type": type }).end(body ?? "not found");
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  t.after(() => server.close());
+  await browser.send("Page.navigate", { url: `http://127.0.0.1:${server.address().port}/?call=CA-page` });
+  const text = () => browser.eval(`document.querySelector("#status")?.textContent + "|" + [...document.querySelectorAll("li")].map((li) => li.textContent).join("|")`);
+  await waitFor(async () => (await text()).includes("Maria"), "the history", 15000);
+  await c.live("CA-page", { type: "tentative_user_transcript", tentative_user_transcription_event: { user_transcript: "Yes, spea", event_id: 2 } });
+  await waitFor(async () => (await text()).includes("Yes, spea"), "the tentative line");
+  await c.live("CA-page", { type: "user_transcript", user_transcription_event: { user_transcript: "Yes, speaking.", event_id: 2 } });
+  await c.register("CA-page", { status: "done" });
+  await waitFor(async () => (await text()).startsWith("CA-page: done"), "the status", 10000);
+  assert.equal(await text(), "CA-page: done|Agent: Hi, this is Ava. Am I speaking with Maria?|Caller: Yes, speaking.");
 });
