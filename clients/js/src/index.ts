@@ -70,7 +70,10 @@ export interface ConnectOptions {
   keepalive?: {
     /** How often to send `{"type":"ping"}`; 0 turns it off. Default 25000. */
     intervalMs?: number;
-    /** How long to wait for any frame after a ping before the connection counts as dead. Default 10000. */
+    /**
+     * How long to wait for any frame after a ping, or for the first frame
+     * of a new connection, before the connection counts as dead. Default 10000.
+     */
     timeoutMs?: number;
   };
   /** Frames per second the client sends at most per socket (the gateway allows 20 by default). Default 10. Halved after each close 4029. */
@@ -365,6 +368,7 @@ class Link {
       return;
     }
     this.ws = ws;
+    this.expectFrame(ws); // a handshake nobody answers
     ws.addEventListener("open", () => ws === this.ws && this.opened(token));
     ws.addEventListener("message", (ev) => ws === this.ws && this.received(ev.data));
     ws.addEventListener("close", (ev) => ws === this.ws && this.lost(ev.code, ev.reason));
@@ -522,7 +526,7 @@ class Link {
       } catch {
         return; // the close event follows
       }
-      if (data === PING) this.armPong(ws);
+      if (data === PING) this.expectFrame(ws);
     }
     if (this.outbox.length > 0 && this.pumpTimer === undefined) {
       const wait = Math.ceil(((1 - this.tokens) * 1000) / this.rate);
@@ -533,10 +537,11 @@ class Link {
     }
   }
 
-  private armPong(ws: WebSocketLike): void {
+  /** expectFrame gives up on ws if no frame comes within the timeout; any frame disarms it. */
+  private expectFrame(ws: WebSocketLike): void {
     const { pongTimeoutMs } = this.client.settings;
     if (pongTimeoutMs <= 0 || this.pongTimer !== undefined) return;
-    this.pongTimer = setTimeout(() => ws === this.ws && this.lost(1006, `no pong within ${pongTimeoutMs} ms`), pongTimeoutMs);
+    this.pongTimer = setTimeout(() => ws === this.ws && this.lost(1006, `no frame within ${pongTimeoutMs} ms`), pongTimeoutMs);
   }
 }
 

@@ -34,6 +34,16 @@ function setup(o = {}) {
 
 const closes = (log) => log.conn.filter((e) => e.type === "closed");
 
+/** followed is setup, following CA1 with history on the first socket, which confirmed it. */
+async function followed(o = {}) {
+  const s = setup(o);
+  s.sub = s.follow("CA1", { history: true });
+  s.ws = await FakeSocket.nth(0);
+  s.ws.open();
+  s.ws.push({ type: "subscribed", id: s.ws.subscribeOf("CA1").id, call: record(), recovered: true });
+  return s;
+}
+
 test("the token goes in the first frame, never in the URL", async () => {
   const { client, follow } = setup({ token: "tok" });
   follow("CA1", { history: true });
@@ -47,22 +57,14 @@ test("the token goes in the first frame, never in the URL", async () => {
 });
 
 test("each event is delivered once, in order", async () => {
-  const { client, log, follow } = setup();
-  follow("CA1", { history: true });
-  const ws = await FakeSocket.nth(0);
-  ws.open();
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: true });
+  const { client, log, ws } = await followed();
   ws.push(ev(1, "E1"), ev(2, "E1"), ev(2, "E1"), ev(1, "E1"), ev(10, "E1"), ev(9, "E1"));
   assert.deepEqual(log.events, ["E1:1", "E1:2", "E1:10"]);
   client.close();
 });
 
 test("after 1001 the client reconnects at once and resumes from its last event and epoch", async () => {
-  const { client, log, follow } = setup();
-  const sub = follow("CA1", { history: true });
-  let ws = await FakeSocket.nth(0);
-  ws.open();
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: true });
+  let { client, log, sub, ws } = await followed();
   ws.push(ev(1, "E1"), ev(2, "E1"), ev(3, "E1"));
   ws.serverClose(1001, "server shutting down");
   assert.equal(closes(log)[0].retryInMs, 0);
@@ -81,11 +83,7 @@ test("after 1001 the client reconnects at once and resumes from its last event a
 });
 
 test("a reset reaches onLost, and the new epoch is delivered from event 1", async () => {
-  const { client, log, follow } = setup();
-  follow("CA1", { history: true });
-  const ws = await FakeSocket.nth(0);
-  ws.open();
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: true });
+  const { client, log, ws } = await followed();
   ws.push(ev(1, "E1"), ev(2, "E1"), ev(3, "E1"));
   ws.push({ type: "reset", call_sid: "CA1", epoch: "E2", recovered: false });
   ws.push(ev(1, "E2"), ev(2, "E2"), ev(4, "E1"), ev(2, "E2"), ev(3, "E2"));
@@ -145,11 +143,7 @@ test("a live subscription resumes from the event_id and epoch of its subscribed 
 });
 
 test("frames without an epoch count as the current epoch", async () => {
-  const { client, log, follow } = setup();
-  follow("CA1", { history: true });
-  const ws = await FakeSocket.nth(0);
-  ws.open();
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: true });
+  const { client, log, ws } = await followed();
   ws.push(ev(4), ev(5, "E1"), ev(5), ev(6), ev(6, "E1"), ev(7, "E1"));
   assert.deepEqual(log.events, ["-:4", "E1:5", "-:6", "E1:7"]);
   client.close();
@@ -317,18 +311,26 @@ test("unavailable: the subscribe is retried with backoff", async () => {
 });
 
 test("no frame after a ping: the connection counts as dead and is replaced", async () => {
-  const { client, log, follow } = setup({ keepalive: { intervalMs: 5, timeoutMs: 10 } });
-  follow("CA1", { history: true });
-  const ws = await FakeSocket.nth(0);
-  ws.open();
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: true });
+  const { client, log, ws } = await followed({ keepalive: { intervalMs: 5, timeoutMs: 10 } });
   await waitFor(() => ws.frames("ping").length === 1, "a ping");
   assert.deepEqual(ws.frames("ping")[0], { type: "ping" });
   const next = await FakeSocket.nth(1);
-  assert.match(closes(log)[0].reason, /no pong/);
+  assert.match(closes(log)[0].reason, /no frame within 10 ms/);
   assert.equal(ws.closedWith, 1000);
   next.open();
   assert.equal(next.subscribeOf("CA1").since, "0");
+  client.close();
+});
+
+test("a connection that never answers its handshake is given up", async () => {
+  const { client, log, follow } = setup({ keepalive: { intervalMs: 0, timeoutMs: 10 } });
+  follow("CA1");
+  const ws = await FakeSocket.nth(0); // never opened
+  const next = await FakeSocket.nth(1);
+  assert.match(closes(log)[0].reason, /no frame within 10 ms/);
+  assert.equal(ws.closedWith, 1000);
+  next.open();
+  assert.equal(next.subscribeOf("CA1").call, "CA1");
   client.close();
 });
 
