@@ -17,7 +17,26 @@ import type {
   WelcomeFrame,
 } from "./protocol.js";
 
-export type * from "./protocol.js";
+export type {
+  AudioAvailableEvent,
+  CallEvent,
+  CallRecord,
+  CallStatus,
+  CompletedEvent,
+  ErrorFrame,
+  EventFrameBase,
+  FailedEvent,
+  InterruptionEvent,
+  ResetFrame,
+  ServerFrame,
+  StatusEvent,
+  SubscribedFrame,
+  TopicState,
+  TranscriptCorrectionEvent,
+  TranscriptData,
+  TranscriptEvent,
+  WelcomeFrame,
+} from "./protocol.js";
 
 /** The part of the standard WebSocket API the client uses. */
 export interface WebSocketLike {
