@@ -105,7 +105,7 @@ type Authenticator interface {
 
 // TopicSource gives a topic's current state.
 type TopicSource interface {
-	// Current returns the topic's state frame and its version; version 0
-	// and a nil frame when the topic has no state yet.
-	Current(ctx context.Context, topic string) (frame []byte, version int64, err error)
+	// Current returns the topic's state frame and its version (Seq) in
+	// its epoch; a nil frame when the topic has no state yet.
+	Current(ctx context.Context, topic string) (frame []byte, version Position, err error)
 }

@@ -89,7 +89,7 @@ func NewServer(cfg Config) *Server {
 	s.handlers = newHandlerPool(2 * time.Second)
 	s.bg.Go(s.pinger)
 	for _, t := range cfg.Topics {
-		ts := &topicState{Topic: t, conns: make(map[*conn]int64)}
+		ts := &topicState{Topic: t, conns: make(map[*conn]Position)}
 		s.topics[t.Name] = ts
 		s.topicsByChannel[t.Channel] = ts
 	}

@@ -14,37 +14,48 @@ type Topic struct {
 	// Channel carries the topic's state frames.
 	Channel string
 	// FramePrefix is how every state frame begins; the version, a decimal
-	// integer, follows it directly.
+	// integer, follows it directly, then EpochSep and the decimal epoch
+	// as a string (frames written before epochs lack them: epoch 0).
 	FramePrefix string
 	// Org, when set, restricts the topic to tokens of that org.
 	Org string
 }
 
+// TopicEpochSep comes between a state frame's version and its epoch.
+const TopicEpochSep = `,"epoch":"`
+
 // topicState is one topic on this instance: the newest state frame seen,
 // and the local connections with the version each was sent last.
+// Versions are Positions: the epoch, then the version within it.
 type topicState struct {
 	Topic
 	mu      sync.Mutex // guards the fields below; held while enqueueing (see doc.go)
-	version int64
+	version Position
 	frame   []byte
-	conns   map[*conn]int64
+	conns   map[*conn]Position
 }
 
-// versionOf reads the version of a state frame; ok=false if it has none.
-func (t *topicState) versionOf(frame []byte) (int64, bool) {
-	return numberAfter(frame, []byte(t.FramePrefix))
-}
-
-// numberAfter reads the decimal integer right after prefix at the start
-// of frame. State frames put their version there so that it can be read
-// without decoding the frame.
-func numberAfter(frame, prefix []byte) (int64, bool) {
-	rest, ok := bytes.CutPrefix(frame, prefix)
+// versionOf reads the version and epoch of a state frame; ok=false if it
+// has no version.
+func (t *topicState) versionOf(frame []byte) (Position, bool) {
+	rest, ok := bytes.CutPrefix(frame, []byte(t.FramePrefix))
 	if !ok {
-		return 0, false
+		return Position{}, false
 	}
-	n, err := strconv.ParseInt(string(rest[:digits(rest, 0)]), 10, 64)
-	return n, err == nil
+	end := digits(rest, 0)
+	v, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	if err != nil {
+		return Position{}, false
+	}
+	rest, ok = bytes.CutPrefix(rest[end:], []byte(TopicEpochSep))
+	if !ok {
+		return Position{Seq: v}, true
+	}
+	e, err := strconv.ParseInt(string(rest[:digits(rest, 0)]), 10, 64)
+	if err != nil {
+		return Position{}, false
+	}
+	return Position{Epoch: e, Seq: v}, true
 }
 
 // publish sends the state frame of version to every local connection that
@@ -52,15 +63,15 @@ func numberAfter(frame, prefix []byte) (int64, bool) {
 // newest. Each connection sees each version at most once, in increasing
 // order; connections that were sent a newer snapshot skip older live
 // frames. It returns how many connections it queued the frame for.
-func (t *topicState) publish(frame []byte, version int64) int {
+func (t *topicState) publish(frame []byte, version Position) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if version > t.version {
+	if t.version.Less(version) {
 		t.version, t.frame = version, frame
 	}
 	n := 0
 	for c, sent := range t.conns {
-		if version > sent && c.enqueue(frame) {
+		if sent.Less(version) && c.enqueue(frame) {
 			t.conns[c] = version
 			n++
 		}
@@ -72,11 +83,11 @@ func (t *topicState) publish(frame []byte, version int64) int {
 // the one held, or snapshot if that is newer (the live frame that carries
 // it may still be on its way). Other connections get it from its live
 // frame, in order.
-func (t *topicState) add(c *conn, snapshot []byte, version int64) {
+func (t *topicState) add(c *conn, snapshot []byte, version Position) {
 	welcome := c.welcome()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if version > t.version {
+	if t.version.Less(version) {
 		t.version, t.frame = version, snapshot
 	}
 	t.conns[c] = t.version
@@ -109,7 +120,7 @@ func (s *Server) deliverTopic(t *topicState, payload []byte) {
 }
 
 // current loads a topic's state from its source.
-func (s *Server) current(ctx context.Context, t *topicState) ([]byte, int64, error) {
+func (s *Server) current(ctx context.Context, t *topicState) ([]byte, Position, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SubscribeTimeout)
 	defer cancel()
 	return s.cfg.TopicSource.Current(ctx, t.Name)
@@ -140,7 +151,7 @@ func (s *Server) Resync(ctx context.Context, channels []string) {
 			}
 			continue
 		}
-		if v > 0 {
+		if frame != nil {
 			s.metrics.delivered.Add(int64(t.publish(frame, v)))
 		}
 	}
@@ -166,7 +177,7 @@ func (s *Server) attachTopic(ctx context.Context, c *conn) bool {
 	cancel()
 	var (
 		frame   []byte
-		version int64
+		version Position
 	)
 	if err == nil {
 		if frame, version, err = s.current(ctx, t); err != nil {

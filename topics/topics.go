@@ -40,6 +40,10 @@ type State struct {
 	Topic string `json:"topic"`
 	// Version counts real changes from 1; 0 means no state yet.
 	Version int64 `json:"version"`
+	// Epoch tells apart the counts of versions: a new one starts when
+	// Redis may have lost the topic's state (see setScript). Versions
+	// compare by epoch first.
+	Epoch int64 `json:"-"`
 	// Data is the canonical JSON of the state; null when Version is 0.
 	Data []byte `json:"-"`
 }
@@ -79,34 +83,59 @@ func (s *Store) Channel(topic string) string {
 }
 
 // FramePrefix is how every state frame of topic begins; its version
-// follows. Subscribers read the version from there.
+// follows, then EpochSep and its epoch. Subscribers read them from there.
 func FramePrefix(topic string) string {
 	return `{"type":"state","topic":"` + topic + `","version":`
 }
 
+// EpochSep comes between a state frame's version and its epoch.
+const EpochSep = `,"epoch":"`
+
 // Frame builds the frame that carries a state to clients:
-// {"type":"state","topic":…,"version":N,"data":…}.
+// {"type":"state","topic":…,"version":N,"epoch":"E","data":…}.
 func Frame(st State) []byte {
-	b := make([]byte, 0, len(st.Data)+64)
+	b := make([]byte, 0, len(st.Data)+96)
 	b = append(b, FramePrefix(st.Topic)...)
 	b = strconv.AppendInt(b, st.Version, 10)
-	b = append(b, `,"data":`...)
+	b = append(b, EpochSep...)
+	b = strconv.AppendInt(b, st.Epoch, 10)
+	b = append(b, `","data":`...)
 	b = append(b, st.Data...)
 	return append(b, '}')
 }
 
 // setScript compares and publishes in one step. KEYS[1] the topic hash.
 // ARGV: canonical data, channel, frame prefix, publish command. Replies
-// {version, changed}.
+// {version, epoch, changed}.
+//
+// Versions are counted within epochs. A new epoch starts when the topic
+// has no state (new, or lost by Redis), or when its state was written by
+// another Redis process than this one (a restart, a failover to a replica
+// that may have missed the last writes): clients may hold a newer state
+// than what Redis still has, so the next one is published whatever it is,
+// and in a later epoch, which they take as newer.
 var setScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'data')
-if cur == ARGV[1] then
-  return {tonumber(redis.call('HGET', KEYS[1], 'version')), 0}
+local cur = redis.call('HMGET', KEYS[1], 'data', 'version', 'epoch', 'rid')
+local me = ''
+local info = redis.pcall('INFO', 'server')
+if type(info) == 'string' then me = string.match(info, 'run_id:(%x+)') or '' end
+local version, epoch = tonumber(cur[2]) or 0, tonumber(cur[3]) or 0
+local moved = me ~= '' and cur[4] and cur[4] ~= me
+if cur[1] == ARGV[1] and epoch > 0 and not moved then
+  return {version, epoch, 0}
 end
-local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'data', ARGV[1])
-redis.call(ARGV[4], ARGV[2], ARGV[3] .. v .. ',"data":' .. ARGV[1] .. '}')
-return {v, 1}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not cur[1] then
+  epoch, version = now, 0
+elseif moved or epoch == 0 then
+  epoch = math.max(now, epoch + 1)
+end
+version = version + 1
+local v, e = string.format('%d', version), string.format('%d', epoch)
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', v, 'epoch', e, 'rid', me)
+redis.call(ARGV[4], ARGV[2], ARGV[3] .. v .. '` + EpochSep + `' .. e .. '","data":' .. ARGV[1] .. '}')
+return {version, epoch, 1}
 `)
 
 // Set makes doc the topic's state unless it equals the current one as a
@@ -130,7 +159,7 @@ func (s *Store) Set(ctx context.Context, topic string, doc []byte) (State, bool,
 	if err != nil {
 		return State{}, false, fmt.Errorf("set topic %q: %w", topic, err)
 	}
-	return State{Topic: topic, Version: res[0], Data: data}, res[1] == 1, nil
+	return State{Topic: topic, Version: res[0], Epoch: res[1], Data: data}, res[2] == 1, nil
 }
 
 // Current returns the topic's state; Version 0 when it has none.
@@ -138,7 +167,7 @@ func (s *Store) Current(ctx context.Context, topic string) (State, error) {
 	if !s.Known(topic) {
 		return State{}, ErrUnknownTopic
 	}
-	vals, err := s.rdb.HMGet(ctx, s.key(topic), "version", "data").Result()
+	vals, err := s.rdb.HMGet(ctx, s.key(topic), "version", "data", "epoch").Result()
 	if err != nil {
 		return State{}, fmt.Errorf("get topic %q: %w", topic, err)
 	}
@@ -148,6 +177,9 @@ func (s *Store) Current(ctx context.Context, topic string) (State, error) {
 	}
 	if d, ok := vals[1].(string); ok {
 		st.Data = []byte(d)
+	}
+	if e, ok := vals[2].(string); ok {
+		st.Epoch, _ = strconv.ParseInt(e, 10, 64)
 	}
 	return st, nil
 }

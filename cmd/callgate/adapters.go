@@ -71,10 +71,10 @@ func (a authenticator) Authenticate(token string) (gateway.Identity, error) {
 // topicSource adapts the topic store to what the gateway needs.
 type topicSource struct{ store *topics.Store }
 
-func (t topicSource) Current(ctx context.Context, topic string) ([]byte, int64, error) {
+func (t topicSource) Current(ctx context.Context, topic string) ([]byte, gateway.Position, error) {
 	st, err := t.store.Current(ctx, topic)
 	if err != nil || st.Version == 0 {
-		return nil, 0, err
+		return nil, gateway.Position{}, err
 	}
-	return topics.Frame(st), st.Version, nil
+	return topics.Frame(st), gateway.Position{Epoch: st.Epoch, Seq: st.Version}, nil
 }
