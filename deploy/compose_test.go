@@ -19,8 +19,9 @@ var gatewayServices = []string{"gateway-1", "gateway-2", "gateway-3"}
 
 // loadCompose loads docker-compose.yml with exactly the variables in env:
 // neither the process environment nor a .env file is read. Docker is not
-// needed.
-func loadCompose(t *testing.T, env map[string]string) (*types.Project, error) {
+// needed. profiles are the Compose profiles to enable besides the default
+// services.
+func loadCompose(t *testing.T, env map[string]string, profiles ...string) (*types.Project, error) {
 	t.Helper()
 	root, err := filepath.Abs(repoRoot)
 	if err != nil {
@@ -34,6 +35,7 @@ func loadCompose(t *testing.T, env map[string]string) (*types.Project, error) {
 		[]string{filepath.Join(root, "docker-compose.yml")},
 		cli.WithWorkingDirectory(root),
 		cli.WithEnv(list),
+		cli.WithProfiles(profiles),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -51,9 +53,9 @@ func composeSecrets() map[string]string {
 	}
 }
 
-func mustLoadCompose(t *testing.T, env map[string]string) *types.Project {
+func mustLoadCompose(t *testing.T, env map[string]string, profiles ...string) *types.Project {
 	t.Helper()
-	p, err := loadCompose(t, env)
+	p, err := loadCompose(t, env, profiles...)
 	if err != nil {
 		t.Fatalf("load docker-compose.yml: %v", err)
 	}
@@ -101,35 +103,54 @@ func TestComposeServices(t *testing.T) {
 
 func TestComposeRedis(t *testing.T) {
 	p := mustLoadCompose(t, composeSecrets())
-	r := service(t, p, "redis")
+	checkRedisServer(t, p, service(t, p, "redis"))
+}
+
+// checkRedisServer checks what every Redis server in docker-compose.yml
+// needs: Redis 7, append-only persistence in a volume of its own, no
+// eviction, a health check, no port on the host.
+func checkRedisServer(t *testing.T, p *types.Project, r types.ServiceConfig) {
+	t.Helper()
 	if !strings.HasPrefix(r.Image, "redis:7") {
-		t.Errorf("redis image %q, want redis:7 or a 7.x tag", r.Image)
+		t.Errorf("%s: image %q, want redis:7 or a 7.x tag", r.Name, r.Image)
 	}
 	if !hasFlag(r.Command, "--appendonly", "yes") {
-		t.Errorf("redis command %q: want --appendonly yes", r.Command)
+		t.Errorf("%s: command %q: want --appendonly yes", r.Name, r.Command)
 	}
 	if !hasFlag(r.Command, "--maxmemory-policy", "noeviction") {
-		t.Errorf("redis command %q: want --maxmemory-policy noeviction (callgate's keys must not be evicted)", r.Command)
+		t.Errorf("%s: command %q: want --maxmemory-policy noeviction (callgate's keys must not be evicted)", r.Name, r.Command)
 	}
-	var data *types.ServiceVolumeConfig
-	for i, v := range r.Volumes {
-		if v.Target == "/data" {
-			data = &r.Volumes[i]
+	data := namedVolume(t, p, r, "/data")
+	for _, other := range p.Services {
+		for _, v := range other.Volumes {
+			if other.Name != r.Name && v.Type == types.VolumeTypeVolume && v.Source == data {
+				t.Errorf("%s and %s share volume %s", r.Name, other.Name, data)
+			}
 		}
-	}
-	if data == nil || data.Type != types.VolumeTypeVolume {
-		t.Fatalf("redis volumes %+v: want a named volume at /data", r.Volumes)
-	}
-	if _, ok := p.Volumes[data.Source]; !ok {
-		t.Errorf("redis volume %q is not declared under volumes", data.Source)
 	}
 	hc := r.HealthCheck
 	if hc == nil || hc.Disable || !slices.Contains(hc.Test, "redis-cli") || !slices.Contains(hc.Test, "ping") {
-		t.Errorf("redis healthcheck %+v: want redis-cli ping", hc)
+		t.Errorf("%s: healthcheck %+v: want redis-cli ping", r.Name, hc)
 	}
 	if len(r.Ports) > 0 {
-		t.Errorf("redis publishes ports %+v: only nginx should be reachable from the host", r.Ports)
+		t.Errorf("%s publishes ports %+v: only nginx should be reachable from the host", r.Name, r.Ports)
 	}
+}
+
+// namedVolume returns the name of the named volume s mounts at target,
+// and fails the test if there is none or it is not declared.
+func namedVolume(t *testing.T, p *types.Project, s types.ServiceConfig, target string) string {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Target == target && v.Type == types.VolumeTypeVolume {
+			if _, ok := p.Volumes[v.Source]; !ok {
+				t.Errorf("%s: volume %q is not declared under volumes", s.Name, v.Source)
+			}
+			return v.Source
+		}
+	}
+	t.Fatalf("%s: volumes %+v: want a named volume at %s", s.Name, s.Volumes, target)
+	return ""
 }
 
 func TestComposeGateways(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -191,7 +192,16 @@ func TestK8sConfigAndSecrets(t *testing.T) {
 	if !fromConfig {
 		t.Errorf("container envFrom %+v does not use ConfigMap %q", c.EnvFrom, m.config.Name)
 	}
-	secrets := []string{"CALLGATE_REDIS_URL", "CALLGATE_WEBHOOK_SECRET", "CALLGATE_API_KEY", "CALLGATE_JWT_SECRET"}
+	// Every key the Deployment reads, in any of the example Secrets.
+	keys := map[string]bool{}
+	for _, f := range secretExamples {
+		var sec corev1.Secret
+		decodeManifest(t, f.file, "v1", "Secret", &sec)
+		for k := range sec.StringData {
+			keys[k] = true
+		}
+	}
+	secrets := append([]string{"CALLGATE_WEBHOOK_SECRET", "CALLGATE_API_KEY", "CALLGATE_JWT_SECRET"}, redisModeVariables...)
 	for _, name := range secrets {
 		if _, ok := m.config.Data[name]; ok {
 			t.Errorf("ConfigMap holds %s: secrets belong in the Secret", name)
@@ -207,14 +217,15 @@ func TestK8sConfigAndSecrets(t *testing.T) {
 			continue
 		}
 		ref := e.ValueFrom.SecretKeyRef
-		if optional := ref.Optional != nil && *ref.Optional; optional != (name == "CALLGATE_JWT_SECRET") {
-			t.Errorf("%s: optional %v; only the JWT secret may be absent (with a JWKS URL instead)", name, optional)
+		mayLack := name == "CALLGATE_JWT_SECRET" || slices.Contains(redisModeVariables, name)
+		if optional := ref.Optional != nil && *ref.Optional; optional != mayLack {
+			t.Errorf("%s: optional %v; only the JWT secret (with a JWKS URL instead) and the Redis variables (one of three) may be absent", name, optional)
 		}
 		if ref.Name != m.secret.Name {
 			t.Errorf("%s refers to Secret %q, want %q", name, ref.Name, m.secret.Name)
 		}
-		if _, ok := m.secret.StringData[ref.Key]; !ok {
-			t.Errorf("%s refers to key %q, which secret.example.yaml does not show", name, ref.Key)
+		if !keys[ref.Key] {
+			t.Errorf("%s refers to key %q, which no example Secret shows", name, ref.Key)
 		}
 	}
 	for k, v := range m.secret.StringData {
@@ -302,7 +313,7 @@ func TestK8sHorizontalPodAutoscaler(t *testing.T) {
 }
 
 // TestK8sKustomization: kustomization.yaml applies every manifest but the
-// Secret example, and sets the container's image.
+// examples, and sets the container's image.
 func TestK8sKustomization(t *testing.T) {
 	var k struct {
 		APIVersion string   `json:"apiVersion"`
@@ -330,7 +341,7 @@ func TestK8sKustomization(t *testing.T) {
 	}
 	var want []string
 	for _, f := range files {
-		if b := filepath.Base(f); b != "kustomization.yaml" && b != "secret.example.yaml" {
+		if b := filepath.Base(f); b != "kustomization.yaml" && !strings.HasSuffix(b, ".example.yaml") {
 			want = append(want, b)
 		}
 	}
@@ -342,5 +353,75 @@ func TestK8sKustomization(t *testing.T) {
 	m := loadManifests(t)
 	if len(k.Images) != 1 || k.Images[0].Name != m.container.Image {
 		t.Errorf("kustomization images %+v, want one for %q", k.Images, m.container.Image)
+	}
+}
+
+// secretExamples are the example Secrets, one per Redis mode, and the
+// variable each gives callgate.
+var secretExamples = []struct{ file, variable string }{
+	{"secret.example.yaml", "CALLGATE_REDIS_URL"},
+	{"redis-cluster.example.yaml", "CALLGATE_REDIS_CLUSTER"},
+	{"redis-sentinel.example.yaml", "CALLGATE_REDIS_SENTINEL"},
+}
+
+// TestK8sRedisModes: with each example Secret, the pod starts (every key
+// it must have is there) with exactly one Redis variable, the example's,
+// whose URL go-redis reads as that mode's.
+func TestK8sRedisModes(t *testing.T) {
+	m := loadManifests(t)
+	for _, ex := range secretExamples {
+		var sec corev1.Secret
+		decodeManifest(t, ex.file, "v1", "Secret", &sec)
+		if sec.Name != m.secret.Name || len(sec.Data) > 0 {
+			t.Errorf("%s: Secret %q with data %v, want %q with stringData only", ex.file, sec.Name, sec.Data, m.secret.Name)
+		}
+		for k, v := range sec.StringData {
+			if !strings.Contains(v, "REPLACE_ME") {
+				t.Errorf("%s: %s=%q is not a placeholder", ex.file, k, v)
+			}
+		}
+		// The environment the kubelet would give the container.
+		env := map[string]string{}
+		for _, e := range m.container.Env {
+			ref := e.ValueFrom
+			if ref == nil || ref.SecretKeyRef == nil {
+				continue
+			}
+			v, ok := sec.StringData[ref.SecretKeyRef.Key]
+			switch {
+			case ok:
+				env[e.Name] = v
+			case ref.SecretKeyRef.Optional == nil || !*ref.SecretKeyRef.Optional:
+				t.Errorf("%s: no key %s, which %s needs: the pod would not start", ex.file, ref.SecretKeyRef.Key, e.Name)
+			}
+		}
+		var set []string
+		for _, k := range redisModeVariables {
+			if _, ok := env[k]; ok {
+				set = append(set, k)
+			}
+		}
+		if !slices.Equal(set, []string{ex.variable}) {
+			t.Errorf("%s: the pod gets %v, want exactly %s", ex.file, set, ex.variable)
+			continue
+		}
+		var err error
+		switch u := env[ex.variable]; ex.variable {
+		case "CALLGATE_REDIS_URL":
+			_, err = redis.ParseURL(u)
+		case "CALLGATE_REDIS_CLUSTER":
+			var o *redis.ClusterOptions
+			if o, err = redis.ParseClusterURL(u); err == nil && (o.TLSConfig == nil || len(o.Addrs) < 2) {
+				t.Errorf("%s: %s: want rediss:// (managed services require TLS) and several nodes", ex.file, u)
+			}
+		case "CALLGATE_REDIS_SENTINEL":
+			var o *redis.FailoverOptions
+			if o, err = redis.ParseFailoverURL(u); err == nil && (o.MasterName == "" || len(o.SentinelAddrs) < 3 || o.Password == "") {
+				t.Errorf("%s: %s: want a master name, three Sentinels and the primary's password", ex.file, u)
+			}
+		}
+		if err != nil {
+			t.Errorf("%s: %s: %v", ex.file, ex.variable, err)
+		}
 	}
 }

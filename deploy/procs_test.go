@@ -21,11 +21,19 @@ import (
 // (as CI does): then it fails.
 func requireTools(t *testing.T) (nginx, redisServer string) {
 	t.Helper()
+	p := requireBins(t, "nginx", "redis-server")
+	return p[0], p[1]
+}
+
+// requireBins returns the paths of the programs named, as requireTools
+// does.
+func requireBins(t *testing.T, names ...string) []string {
+	t.Helper()
 	required := os.Getenv("CALLGATE_TEST_NGINX") != "" && os.Getenv("CALLGATE_TEST_NGINX") != "0"
 	if testing.Short() && !required {
-		t.Skip("-short: skipping the test with nginx and redis-server")
+		t.Skipf("-short: skipping the test with %s", strings.Join(names, " and "))
 	}
-	var missing []string
+	var missing, paths []string
 	find := func(name string) string {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
@@ -39,7 +47,9 @@ func requireTools(t *testing.T) (nginx, redisServer string) {
 		missing = append(missing, name)
 		return ""
 	}
-	nginx, redisServer = find("nginx"), find("redis-server")
+	for _, name := range names {
+		paths = append(paths, find(name))
+	}
 	if len(missing) > 0 {
 		msg := fmt.Sprintf("%s not found on PATH (Debian: apt-get install nginx redis-server)", strings.Join(missing, " and "))
 		if required {
@@ -47,7 +57,7 @@ func requireTools(t *testing.T) (nginx, redisServer string) {
 		}
 		t.Skipf("%s; set CALLGATE_TEST_NGINX=1 to make this a failure", msg)
 	}
-	return nginx, redisServer
+	return paths
 }
 
 func isExecutable(p string) bool {

@@ -219,7 +219,7 @@ func TestChaos(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	bin := buildBinary(t)
 	args := []string{
-		"--redis-url", srv.URL(), "--redis-prefix", prefix,
+		srv.Flag(), srv.URL(), "--redis-prefix", prefix,
 		"--webhook-secret", testSecret, "--api-key", testAPIKey, "--allow-anonymous",
 		"--log-level", "error", "--send-queue", "32", "--shutdown-timeout", "5s",
 	}

@@ -39,7 +39,7 @@ func startInstance(t testing.TB, srv *redistest.Server, prefix, name string, mut
 	t.Helper()
 	cfg, err := parseConfig([]string{
 		"--addr", "127.0.0.1:0",
-		"--redis-url", srv.URL(),
+		srv.Flag(), srv.URL(),
 		"--redis-prefix", prefix,
 		"--webhook-secret", testSecret,
 		"--api-key", testAPIKey,

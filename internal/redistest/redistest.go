@@ -1,18 +1,33 @@
-// Package redistest starts the Redis server a test runs against: an
-// in-process miniredis by default, or a real redis-server process when
-// CALLGATE_TEST_REDIS=real. Both listen on loopback TCP, so several gateway
-// instances in one test can share them.
+// Package redistest starts the Redis deployment a test runs against, chosen
+// by CALLGATE_TEST_REDIS:
+//
+//   - unset or "mini": an in-process miniredis;
+//   - "real": one redis-server process;
+//   - "cluster": a Redis Cluster of six redis-server processes, three
+//     masters with one replica each;
+//   - "sentinel": a primary, a replica and three Sentinels watching them.
+//
+// Everything listens on loopback TCP, so several gateway instances in one
+// test (or in child processes) can share a deployment. A Server hides the
+// mode: URL and Flag are what callgate's command line takes, Client is a
+// go-redis client of the right kind. Fault helpers (KillMaster, Failover,
+// MigrateSlot, KillPrimary, Stop, …) return only once Redis itself confirms
+// that the fault has taken effect and the deployment is usable again.
+//
+// Start gives a test its own deployment, which it may break. Shared gives
+// every test of a test binary the same one, for tests that only need their
+// own keys (Prefix); the package's TestMain must then call Main.
 package redistest
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,163 +36,490 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is a running Redis server owned by one test.
+// Mode is the kind of Redis deployment a test runs against.
+type Mode string
+
+// The values of CALLGATE_TEST_REDIS ("" and "miniredis" mean ModeMini).
+const (
+	ModeMini     Mode = "mini"
+	ModeReal     Mode = "real"
+	ModeCluster  Mode = "cluster"
+	ModeSentinel Mode = "sentinel"
+)
+
+// EnvMode is the variable that selects the mode.
+const EnvMode = "CALLGATE_TEST_REDIS"
+
+// SentinelMaster is the name the Sentinels monitor the primary under.
+const SentinelMaster = "callgate-test"
+
+// How long a deployment may take to come up, and a fault helper to see the
+// deployment usable again. Generous: the machine may be busy with other
+// tests.
+const (
+	startTimeout = 60 * time.Second
+	faultTimeout = 60 * time.Second
+)
+
+// pollInterval is how often the state of Redis is read again while waiting
+// for a change that Redis announces nowhere (a process answering, the
+// cluster's view converging, a replication link coming up).
+const pollInterval = 20 * time.Millisecond
+
+// Server is a running Redis deployment.
 type Server struct {
-	// Addr is the server's host:port on loopback.
+	// Addr is the host:port in URL(): the server, the first cluster node,
+	// or the first Sentinel.
 	Addr string
-	// Real reports whether this is a real redis-server process.
+	// Real reports whether the deployment is made of redis-server
+	// processes (every mode but ModeMini).
 	Real bool
-	// Mini is the miniredis server, nil when Real.
+	// Mini is the miniredis server, nil unless ModeMini.
 	Mini *miniredis.Miniredis
 
-	// The real server's command line and process.
-	bin  string
-	args []string
-	dir  string
-	cmd  *exec.Cmd
+	mode   Mode
+	url    string
+	shared bool
+
+	// mu serialises the fault helpers and guards the processes they
+	// replace.
+	mu       sync.Mutex
+	single   *node // ModeReal
+	cluster  *cluster
+	sentinel *sentinelSet
+	killed   []*node // by KillMaster or KillPrimary, until RestartKilled
 }
 
-// URL returns a redis:// URL for the server.
-func (s *Server) URL() string { return "redis://" + s.Addr }
+// Mode returns the deployment's mode.
+func (s *Server) Mode() Mode { return s.mode }
 
-// Client returns a go-redis client for the server, closed at test cleanup.
-func (s *Server) Client(t testing.TB) *redis.Client {
+// URL returns what callgate's Flag takes for this deployment:
+// redis://host:port for one server; for a cluster, a URL with every node
+// as go-redis's ParseClusterURL reads it (redis://node1?addr=node2&addr=…);
+// for Sentinel, one with every Sentinel and the master name as
+// ParseFailoverURL reads it (redis://s1?master_name=…&addr=s2&addr=s3).
+func (s *Server) URL() string { return s.url }
+
+// Flag returns the callgate flag that takes URL: --redis-url,
+// --redis-cluster or --redis-sentinel.
+func (s *Server) Flag() string {
+	switch s.mode {
+	case ModeCluster:
+		return "--redis-cluster"
+	case ModeSentinel:
+		return "--redis-sentinel"
+	default:
+		return "--redis-url"
+	}
+}
+
+// Client returns a go-redis client for the deployment, built from URL and
+// closed at test cleanup: a *redis.ClusterClient for a cluster, a failover
+// *redis.Client for Sentinel, a *redis.Client otherwise.
+func (s *Server) Client(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	c, err := newClient(s.mode, s.url)
+	if err != nil {
+		t.Fatalf("redistest: client for %s: %v", s.url, err)
+	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+func newClient(mode Mode, u string) (redis.UniversalClient, error) {
+	switch mode {
+	case ModeCluster:
+		o, err := redis.ParseClusterURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewClusterClient(o), nil
+	case ModeSentinel:
+		o, err := redis.ParseFailoverURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewFailoverClient(o), nil
+	default:
+		o, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewClient(o), nil
+	}
 }
 
 var prefixes atomic.Int64
 
 // Prefix returns a key prefix that no other test in this process uses, so
-// tests can share one server without seeing each other's keys.
+// tests can share one deployment without seeing each other's keys.
 func Prefix(t testing.TB) string {
 	return fmt.Sprintf("cgtest%d-%d", os.Getpid(), prefixes.Add(1))
 }
 
-// Start starts a server for t and stops it when t ends. With
-// CALLGATE_TEST_REDIS=real it requires redis-server on PATH and fails the
-// test (never skips) when it is missing.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	switch mode := os.Getenv("CALLGATE_TEST_REDIS"); mode {
+// modeFromEnv reads CALLGATE_TEST_REDIS.
+func modeFromEnv() (Mode, error) {
+	switch v := os.Getenv(EnvMode); v {
 	case "", "mini", "miniredis":
-		m := miniredis.RunT(t)
-		return &Server{Addr: m.Addr(), Mini: m}
-	case "real":
-		return startReal(t)
+		return ModeMini, nil
+	case string(ModeReal), string(ModeCluster), string(ModeSentinel):
+		return Mode(v), nil
 	default:
-		t.Fatalf("CALLGATE_TEST_REDIS=%q: want \"real\" or unset", mode)
-		return nil
+		return "", fmt.Errorf("%s=%q: want one of real, cluster, sentinel, or mini (or unset) for miniredis", EnvMode, v)
 	}
 }
 
-func startReal(t testing.TB) *Server {
+// Start starts a deployment in the mode CALLGATE_TEST_REDIS selects, for
+// t alone, and stops it when t ends. Use it for tests that inject faults.
+// In the real, cluster and sentinel modes it requires redis-server (and
+// redis-cli for a cluster) on PATH and fails the test, never skips it,
+// when they are missing.
+func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	mode, err := modeFromEnv()
 	if err != nil {
-		t.Fatalf("CALLGATE_TEST_REDIS=real but redis-server is not on PATH: %v", err)
+		t.Fatalf("redistest: %v", err)
 	}
-	dir := t.TempDir()
-	port := freePort(t)
-	s := &Server{
-		Addr: fmt.Sprintf("127.0.0.1:%d", port),
-		Real: true,
-		bin:  bin,
-		dir:  dir,
-		args: []string{
-			"--port", fmt.Sprint(port),
-			"--bind", "127.0.0.1",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"),
-		},
-	}
-	s.run(t)
-	t.Cleanup(func() {
-		if s.cmd != nil {
-			_ = s.cmd.Process.Kill()
-			_ = s.cmd.Wait()
+	var s *Server
+	if mode == ModeMini {
+		s = newMini(miniredis.RunT(t))
+	} else {
+		began := time.Now()
+		s, err = start(mode)
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
 		}
-	})
+		t.Cleanup(s.close)
+		t.Logf("redistest: %s deployment up in %s", mode, time.Since(began).Round(time.Millisecond))
+	}
 	return s
 }
 
-// Stop stops the server, keeping its data for Restart.
+func newMini(m *miniredis.Miniredis) *Server {
+	return &Server{Addr: m.Addr(), Mini: m, mode: ModeMini, url: "redis://" + m.Addr()}
+}
+
+// start starts a deployment of processes. It is not tied to a test, so
+// that Shared can keep it past the test that asked first.
+func start(mode Mode) (*Server, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	switch mode {
+	case ModeReal:
+		return startSingle(ctx)
+	case ModeCluster:
+		return startCluster(ctx)
+	case ModeSentinel:
+		return startSentinel(ctx)
+	}
+	return nil, fmt.Errorf("no deployment for mode %q", mode)
+}
+
+// close stops every process of the deployment and removes its files.
+func (s *Server) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.Mini != nil:
+		s.Mini.Close()
+	case s.single != nil:
+		s.single.remove()
+	case s.cluster != nil:
+		removeAll(s.cluster.nodes)
+	case s.sentinel != nil:
+		removeAll(slices.Concat(s.sentinel.sentinels, s.sentinel.data))
+	}
+}
+
+// The deployments Shared hands out, one per mode, and whether Main will
+// stop them.
+var shared struct {
+	mu      sync.Mutex
+	servers map[Mode]*sharedServer
+	main    bool
+}
+
+type sharedServer struct {
+	srv *Server
+	err error // why it did not start; every later caller fails with it
+}
+
+// Shared returns the deployment in the mode CALLGATE_TEST_REDIS selects
+// that every test of this test binary shares, starting it on first use.
+// Tests that use it keep to their own keys (Prefix) and must not break
+// it: the fault helpers refuse a shared deployment.
+//
+// The deployment lives until the test binary ends, which only TestMain
+// sees: the package must have
+//
+//	func TestMain(m *testing.M) { redistest.Main(m) }
+//
+// (Stopping it when a reference count of its tests fell to zero, from
+// t.Cleanup, would stop and start it again between every two tests that
+// run one after the other, which is most of them.)
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	mode, err := modeFromEnv()
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if !shared.main {
+		t.Fatalf("redistest.Shared: the package's TestMain must call redistest.Main(m), which stops the shared deployment when the tests end")
+	}
+	e := shared.servers[mode]
+	if e == nil {
+		e = &sharedServer{}
+		began := time.Now()
+		if mode == ModeMini {
+			var m *miniredis.Miniredis
+			if m, e.err = miniredis.Run(); e.err == nil {
+				e.srv = newMini(m)
+			}
+		} else {
+			e.srv, e.err = start(mode)
+		}
+		if e.srv != nil {
+			e.srv.shared = true
+			t.Logf("redistest: shared %s deployment up in %s", mode, time.Since(began).Round(time.Millisecond))
+		}
+		if shared.servers == nil {
+			shared.servers = map[Mode]*sharedServer{}
+		}
+		shared.servers[mode] = e
+	}
+	if e.err != nil {
+		t.Fatalf("redistest: shared %s deployment: %v", mode, e.err)
+	}
+	return e.srv
+}
+
+// Main runs the package's tests, then stops the deployments Shared
+// started, and exits. Call it from TestMain.
+func Main(m *testing.M) {
+	shared.mu.Lock()
+	shared.main = true
+	shared.mu.Unlock()
+	code := m.Run()
+	shared.mu.Lock()
+	for _, e := range shared.servers {
+		if e.srv != nil {
+			e.srv.close()
+		}
+	}
+	shared.servers = nil
+	shared.mu.Unlock()
+	os.Exit(code)
+}
+
+// lock starts a helper that applies to modes (any mode when none is
+// given): it fails the test in another mode, and holds s.mu until the
+// returned func runs.
+func (s *Server) lock(t testing.TB, helper string, modes ...Mode) func() {
+	t.Helper()
+	if len(modes) > 0 && !contains(modes, s.mode) {
+		t.Fatalf("redistest: %s works in %s mode only; this deployment is %s (%s=%q)", helper, joinModes(modes), s.mode, EnvMode, os.Getenv(EnvMode))
+	}
+	s.mu.Lock()
+	return s.mu.Unlock
+}
+
+// lockFault is lock for a helper that breaks the deployment, which it
+// refuses to do to the shared one.
+func (s *Server) lockFault(t testing.TB, helper string, modes ...Mode) func() {
+	t.Helper()
+	if s.shared {
+		t.Fatalf("redistest: %s on the shared deployment would disturb other tests; use redistest.Start", helper)
+	}
+	return s.lock(t, helper, modes...)
+}
+
+func contains(modes []Mode, m Mode) bool {
+	for _, x := range modes {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+func joinModes(modes []Mode) string {
+	var s []string
+	for _, m := range modes {
+		s = append(s, string(m))
+	}
+	return strings.Join(s, " or ")
+}
+
+// Stop stops every Redis server of the deployment, keeping their data for
+// Restart: the whole of Redis is unreachable until then. (Sentinels keep
+// running; replicas stop before their primary, so nothing fails over.)
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	if !s.Real {
+	defer s.lockFault(t, "Stop")()
+	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
+	defer cancel()
+	var err error
+	switch s.mode {
+	case ModeMini:
 		s.Mini.Close()
-		return
+	case ModeReal:
+		err = s.single.shutdown(ctx)
+	case ModeCluster:
+		err = s.cluster.stop(ctx)
+	case ModeSentinel:
+		err = s.sentinel.stop(ctx)
 	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
-	defer c.Close()
-	// SHUTDOWN SAVE writes a snapshot even though --save is off; the
-	// command's connection closes without a reply.
-	_ = c.Do(context.Background(), "SHUTDOWN", "SAVE").Err()
-	_ = s.cmd.Wait()
-	s.cmd = nil
+	if err != nil {
+		t.Fatalf("redistest: stop: %v", err)
+	}
 }
 
-// Restart starts a stopped server again on the same address, with its
-// data.
+// Restart starts what Stop stopped, on the same addresses and with the
+// same data, and returns once the deployment is usable again.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	if !s.Real {
+	defer s.lockFault(t, "Restart")()
+	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
+	defer cancel()
+	began := time.Now()
+	var err error
+	switch s.mode {
+	case ModeMini:
+		err = s.Mini.Restart()
+	case ModeReal:
+		err = s.single.start(ctx)
+	case ModeCluster:
+		err = s.cluster.restart(ctx)
+	case ModeSentinel:
+		err = s.sentinel.restart(ctx)
+	}
+	if err != nil {
+		t.Fatalf("redistest: restart: %v", err)
+	}
+	t.Logf("redistest: %s deployment back in %s", s.mode, time.Since(began).Round(time.Millisecond))
+}
+
+// Flush deletes every key of the deployment (FLUSHALL on every master),
+// as a restart without persistence would, but keeps connections open.
+func (s *Server) Flush(t testing.TB) {
+	t.Helper()
+	defer s.lockFault(t, "Flush")()
+	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
+	defer cancel()
+	var err error
+	switch s.mode {
+	case ModeMini:
+		s.Mini.FlushAll()
+	case ModeReal:
+		err = s.single.c.FlushAll(ctx).Err()
+	case ModeCluster:
+		err = s.cluster.flush(ctx)
+	case ModeSentinel:
+		err = s.sentinel.flush(ctx)
+	}
+	if err != nil {
+		t.Fatalf("redistest: flush: %v", err)
+	}
+}
+
+// KillClients closes the client connections of one kind ("normal" or
+// "pubsub", as CLIENT KILL TYPE takes) on every Redis server of the
+// deployment; replication links are left alone. miniredis cannot kill by
+// kind: it drops every connection instead.
+func (s *Server) KillClients(t testing.TB, kind string) {
+	t.Helper()
+	defer s.lockFault(t, "KillClients")()
+	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
+	defer cancel()
+	var nodes []*node
+	switch s.mode {
+	case ModeMini:
+		s.Mini.Close()
 		if err := s.Mini.Restart(); err != nil {
-			t.Fatalf("restart miniredis: %v", err)
+			t.Fatalf("redistest: restart miniredis: %v", err)
 		}
 		return
+	case ModeReal:
+		nodes = []*node{s.single}
+	case ModeCluster:
+		nodes = s.cluster.nodes
+	case ModeSentinel:
+		nodes = s.sentinel.data
 	}
-	s.run(t)
-}
-
-// run starts the real server process and waits until it answers.
-func (s *Server) run(t testing.TB) {
-	t.Helper()
-	s.cmd = exec.Command(s.bin, s.args...)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
+	var errs []error
+	for _, n := range nodes {
+		if n.running() {
+			if err := n.c.Do(ctx, "CLIENT", "KILL", "TYPE", kind).Err(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", n, err))
+			}
+		}
 	}
-	addr, dir := s.Addr, s.dir
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			t.Fatalf("redis-server on %s did not answer: %v\n%s", addr, err, tail(string(log)))
-		}
-		time.Sleep(20 * time.Millisecond) // polling a starting process, not synchronising test logic
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("redistest: CLIENT KILL TYPE %s: %v", kind, err)
 	}
 }
 
-func freePort(t testing.TB) int {
+// RestartKilled starts the servers KillMaster or KillPrimary killed again,
+// on their addresses and without their data, and returns once each is a
+// replica in sync with its new master and the deployment is usable.
+func (s *Server) RestartKilled(t testing.TB) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	defer s.lockFault(t, "RestartKilled", ModeCluster, ModeSentinel)()
+	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
+	defer cancel()
+	if len(s.killed) == 0 {
+		t.Fatalf("redistest: RestartKilled: nothing was killed")
+	}
+	began := time.Now()
+	back := s.killed
+	if err := startAll(ctx, back, nil); err != nil {
+		t.Fatalf("redistest: RestartKilled: %v", err)
+	}
+	s.killed = nil
+	var err error
+	if s.mode == ModeCluster {
+		err = s.cluster.rejoined(ctx, back)
+	} else {
+		err = s.sentinel.settle(ctx)
+	}
+	var names []string
+	for _, n := range back {
+		names = append(names, n.String())
+	}
 	if err != nil {
-		t.Fatalf("free port: %v", err)
+		t.Fatalf("redistest: RestartKilled %s: %v", strings.Join(names, ", "), err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Logf("redistest: %s back as replicas in %s", strings.Join(names, ", "), time.Since(began).Round(time.Millisecond))
 }
 
-func tail(s string) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
+// addrsURL writes redis://<first address>?[<lead>&]addr=<second>&addr=…,
+// the way go-redis's ParseClusterURL and ParseFailoverURL read a list of
+// addresses. Loopback addresses need no escaping.
+func addrsURL(addrs []string, lead string) string {
+	var b strings.Builder
+	b.WriteString("redis://" + addrs[0])
+	sep := "?"
+	if lead != "" {
+		b.WriteString(sep + lead)
+		sep = "&"
 	}
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
+	for _, a := range addrs[1:] {
+		b.WriteString(sep + "addr=" + a)
+		sep = "&"
 	}
-	return strings.Join(lines, "\n")
+	return b.String()
+}
+
+func lookBins(mode Mode, names ...string) (map[string]string, error) {
+	bins := map[string]string{}
+	for _, name := range names {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return nil, fmt.Errorf("%s=%s needs %s on PATH (Debian: apt-get install redis-server): %w", EnvMode, mode, name, err)
+		}
+		bins[name] = p
+	}
+	return bins, nil
 }
