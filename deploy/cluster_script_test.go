@@ -86,7 +86,7 @@ func running(pid int) bool {
 // whole local cluster in. Once callgate takes --redis-cluster and
 // --redis-sentinel, "cluster" and "sentinel" belong here too; until then
 // TestLocalRedisScript checks the Redis side of those modes.
-var gatewayRedisModes = []string{"single"}
+var gatewayRedisModes = []string{"single", "cluster", "sentinel"}
 
 // localRedis is what cluster.sh --redis MODE starts, on free ports.
 type localRedis struct {

@@ -186,8 +186,10 @@ var (
 // never go below what the history holds; so does an XADD that finds the
 // history ahead of the position.
 //
-// KEYS: position, history, dedup mark (empty for none), record (empty for none).
-// ARGV: publish command, position TTL ms, dedup TTL ms, history max,
+// KEYS: position, history, then the dedup mark and the record when given
+// (a cluster refuses empty key names, which have a slot of their own).
+// ARGV: which of those are given ("d", "r", "dr" or empty), publish
+// command, position TTL ms, dedup TTL ms, history max,
 // history TTL ms, field, raw field, field prefix, field channel prefix
 // (empty for none), head, mid, tail, rest, #channels, channels...,
 // transition field (empty for none), from, to, record TTL ms, head, mid,
@@ -195,12 +197,15 @@ var (
 // Replies {'ok', epoch, seq, transitioned, record, field JSON}, {'dup',
 // 'epoch-seq', record}, {'stale', record} or {'norecord'}.
 var publishScript = redis.NewScript(`
-local pos, hist, dedup, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local pub = ARGV[1]
-local posTTL, dedupTTL, histMax, histTTL = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local fName, fRaw, fPrefix, fChan = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local main = {ARGV[10], ARGV[11], ARGV[12], ARGV[13]}
-local i = 14
+local pos, hist, dedup, rec = KEYS[1], KEYS[2], '', ''
+local k = 3
+if string.find(ARGV[1], 'd', 1, true) then dedup, k = KEYS[k], k + 1 end
+if string.find(ARGV[1], 'r', 1, true) then rec = KEYS[k] end
+local pub = ARGV[2]
+local posTTL, dedupTTL, histMax, histTTL = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+local fName, fRaw, fPrefix, fChan = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local main = {ARGV[11], ARGV[12], ARGV[13], ARGV[14]}
+local i = 15
 local chans = {}
 for j = 1, tonumber(ARGV[i]) do chans[j] = ARGV[i + j] end
 i = i + #chans + 1
@@ -329,7 +334,15 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 		fieldChan = m.FieldChannel.Prefix
 	}
 	args := make([]any, 0, 32+len(m.Channels)+len(m.Expect))
-	args = append(args, cmd, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(),
+	keys := []string{m.Seq, m.History}
+	given := ""
+	if m.Dedup != "" {
+		keys, given = append(keys, m.Dedup), given+"d"
+	}
+	if m.Record != "" {
+		keys, given = append(keys, m.Record), given+"r"
+	}
+	args = append(args, given, cmd, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(),
 		historyMax, m.HistoryTTL.Milliseconds(), m.Field, m.RawField, m.FieldPrefix, fieldChan,
 		m.Payload.Head, m.Payload.Mid, m.Payload.Tail, m.Payload.Rest, len(m.Channels))
 	for _, ch := range m.Channels {
@@ -348,7 +361,6 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	for _, v := range m.Expect {
 		args = append(args, v)
 	}
-	keys := []string{m.Seq, m.History, m.Dedup, m.Record}
 	var res []any
 	var err error
 	if b.cfg.WaitReplicas > 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callgate/callgate/internal/bustest"
+	"github.com/callgate/callgate/internal/redistest"
 	"github.com/callgate/callgate/pubsub"
 )
 
@@ -221,7 +222,7 @@ func TestLostStateStartsNewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.srv.Mini != nil {
+	if e.srv.Mode() == redistest.ModeMini {
 		// miniredis has no INFO server, hence no process id to compare.
 		if again.Position != (pubsub.Position{Epoch: res.Epoch, Seq: 2}) {
 			t.Fatalf("on miniredis: %v", again.Position)

@@ -26,9 +26,20 @@ type env struct {
 	prefixes map[*testing.T]string
 }
 
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// newEnv runs on the test binary's shared deployment; breakable on one of
+// the test's own.
 func newEnv(t *testing.T) *env {
-	srv := redistest.Start(t)
-	return &env{srv: srv, rdb: srv.Client(t), prefixes: map[*testing.T]string{}}
+	return envOn(t, redistest.Shared(t))
+}
+
+func breakableEnv(t *testing.T) *env {
+	return envOn(t, redistest.Start(t))
+}
+
+func envOn(t *testing.T, srv *redistest.Server) *env {
+	return &env{srv: srv, rdb: srv.Client(t), sharded: srv.Mode() == redistest.ModeCluster, prefixes: map[*testing.T]string{}}
 }
 
 // start runs a bus with cfg and returns it with the messages its handler
@@ -86,29 +97,7 @@ func (e *env) subscribed(t *testing.T, ch string) int {
 }
 
 // breakConns kills every subscriber connection Redis holds.
-func (e *env) breakConns(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	if e.srv.Mini != nil {
-		e.srv.Mini.Close()
-		if err := e.srv.Mini.Restart(); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	kill := func(ctx context.Context, c *redis.Client) error {
-		return c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
-	}
-	var err error
-	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, kill)
-	} else {
-		err = e.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func (e *env) breakConns(t *testing.T) { e.srv.KillClients(t, "pubsub") }
 
 // channel names channel i of a test; three hash tags spread them over
 // three slots when sharded.
@@ -125,7 +114,7 @@ func (e *env) channel(t *testing.T, i int) string {
 
 // TestConformance runs the behaviours every bus must have.
 func TestConformance(t *testing.T) {
-	e := newEnv(t)
+	e := breakableEnv(t)
 	bustest.Run(t, bustest.Env{
 		Start: func(t *testing.T, h bustest.Hooks) (bustest.Bus, <-chan bustest.Message) {
 			cfg := pubsub.Config{OnLost: h.OnLost}
@@ -163,7 +152,7 @@ func commandCalls(t *testing.T, rdb redis.UniversalClient, command string) int64
 // are channels. It needs a real single Redis, which counts commands.
 func TestSubscribesAreBatched(t *testing.T) {
 	e := newEnv(t)
-	if !e.srv.Real || e.sharded {
+	if e.srv.Mode() != redistest.ModeReal {
 		t.Skip("counts commands: needs CALLGATE_TEST_REDIS=real")
 	}
 	bus, _ := e.start(t, pubsub.Config{})
@@ -201,7 +190,8 @@ func TestLingeringChannels(t *testing.T) {
 		}
 	}
 	var subscribes, unsubscribes int64
-	if e.srv.Real {
+	counts := e.srv.Mode() == redistest.ModeReal // one server, which counts commands
+	if counts {
 		subscribes, unsubscribes = commandCalls(t, e.rdb, "subscribe"), commandCalls(t, e.rdb, "unsubscribe")
 	}
 	for i := range n {
@@ -219,7 +209,7 @@ func TestLingeringChannels(t *testing.T) {
 	if err := bus.Subscribe(ctx, e.channel(t, 0)); err != nil {
 		t.Fatal(err)
 	}
-	if e.srv.Real && !e.sharded {
+	if counts {
 		if got := commandCalls(t, e.rdb, "subscribe") - subscribes; got != 0 {
 			t.Fatalf("subscribing again to a lingering channel sent %d SUBSCRIBE", got)
 		}
@@ -236,7 +226,7 @@ func TestLingeringChannels(t *testing.T) {
 		t.Fatalf("Redis subscribers: %d, %d, %d; want 1, 0, 0", e.subscribed(t, e.channel(t, 0)),
 			e.subscribed(t, e.channel(t, 1)), e.subscribed(t, e.channel(t, n-1)))
 	}
-	if e.srv.Real && !e.sharded {
+	if counts {
 		sent := commandCalls(t, e.rdb, "unsubscribe") - unsubscribes
 		t.Logf("%d channels unsubscribed with %d UNSUBSCRIBE commands", n-1, sent)
 		if sent >= n/10 {

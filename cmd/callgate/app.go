@@ -33,6 +33,7 @@ type app struct {
 	mini   *miniredis.Miniredis // the embedded Redis in --dev, else nil
 	rdb    redis.UniversalClient
 	mode   redisMode
+	keys   calls.Keys
 	bus    *pubsub.Bus
 	gw     *gateway.Server
 	events *calls.Events
@@ -66,6 +67,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		ps := slots.NewPartitions(cfg.RedisClusterPartitions)
 		keys.Partitions = &ps
 	}
+	a.keys = keys
 	sharded := a.mode == redisCluster
 	store := calls.NewStore(a.rdb, keys, cfg.CallTTL)
 	topicStore := topics.NewStore(a.rdb, cfg.RedisPrefix, cfg.Topics, sharded)

@@ -51,7 +51,7 @@ func TestDebugAddrInUseStopsTheStart(t *testing.T) {
 	}
 	defer taken.Close()
 	srv := redistest.Start(t)
-	cfg, err := parseConfig([]string{"--dev", "--addr", "127.0.0.1:0", "--redis-url", srv.URL(),
+	cfg, err := parseConfig([]string{"--dev", "--addr", "127.0.0.1:0", srv.Flag(), srv.URL(),
 		"--debug-addr", taken.Addr().String()}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -256,6 +256,7 @@ func TestLiveWebhooksReuseConversationLinks(t *testing.T) {
 		return liveBody(field, id, json.RawMessage(`{"type":"interruption","interruption_event":{"event_id":`+strconv.Itoa(n)+`}}`))
 	}
 	start := func(t *testing.T, ttl time.Duration) (*instance, string) {
+		t.Helper()
 		prefix := redistest.Prefix(t)
 		a := startInstance(t, srv, prefix, "a", func(c *config) { c.CallCacheTTL = ttl })
 		a.saveCall(calls.Update{CallSID: sid, ConversationID: conv, Status: calls.StatusInProgress})
@@ -276,8 +277,8 @@ func TestLiveWebhooksReuseConversationLinks(t *testing.T) {
 		}
 	})
 	t.Run("by call_sid", func(t *testing.T) {
-		a, prefix := start(t, time.Hour)
-		if err := rdb.Del(context.Background(), calls.Keys{Prefix: prefix}.Record(sid)).Err(); err != nil {
+		a, _ := start(t, time.Hour)
+		if err := rdb.Del(context.Background(), a.app.keys.Record(sid)).Err(); err != nil {
 			t.Fatal(err)
 		}
 		if status, out := a.webhook("/webhooks/transcription", event("call_sid", sid, 2)); status != http.StatusNotFound {

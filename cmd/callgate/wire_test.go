@@ -23,7 +23,7 @@ func TestEventFramesRoundTrip(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	in := startInstance(t, srv, prefix, "wire")
 	rdb := srv.Client(t)
-	keys := calls.Keys{Prefix: prefix}
+	keys := in.app.keys
 	written := 0
 	for _, call := range []calls.Update{
 		{CallSID: `EL_"time":"2001-01-01T00:00:00Z"<&>ü`, ConversationID: `conv_","time":"2001-01-01T00:00:00Z`},
