@@ -83,9 +83,7 @@ func running(pid int) bool {
 }
 
 // gatewayRedisModes are the Redis modes TestLocalClusterScript runs the
-// whole local cluster in. Once callgate takes --redis-cluster and
-// --redis-sentinel, "cluster" and "sentinel" belong here too; until then
-// TestLocalRedisScript checks the Redis side of those modes.
+// whole local cluster in: every mode callgate takes.
 var gatewayRedisModes = []string{"single", "cluster", "sentinel"}
 
 // localRedis is what cluster.sh --redis MODE starts, on free ports.
