@@ -111,29 +111,19 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 				delete(cs.subs, c)
 				continue
 			}
-			f.join = nil
-			var recovered *bool
-			f.pos = last
-			if j.resume {
-				from := j.since
-				if !j.hasEpoch && from != none {
-					from.Epoch = last.Epoch
+			if !j.placed {
+				j.placed = true
+				j.start, j.recovered = placeJoin(j, read)
+				if j.start.Less(after) {
+					// The replay starts before what this read holds (a
+					// position the store does not know): read again.
+					f.pos = j.start
+					cs.again = true
+					continue
 				}
-				ok := complete(from, read.Events, last)
-				recovered = &ok
-				switch {
-				case last.Epoch < from.Epoch:
-					// A position the store does not know: everything it
-					// holds is news to the client.
-					f.pos = none
-				case from.Epoch < last.Epoch || !last.Less(from):
-					f.pos = from
-				}
-				// Otherwise the store is behind the client in its epoch
-				// (it lost the last events): the events that follow
-				// continue after its last.
 			}
-			c.enqueue(j.reply(read, f.pos, recovered))
+			f.join, f.pos = nil, j.start
+			c.enqueue(j.reply(read, f.pos, j.recovered))
 			j.done <- nil
 		} else if !h.srv.sees(c.org(), read.Org) {
 			h.revoke(cs, c, f)
@@ -166,6 +156,32 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 		delivered += len(batch)
 	}
 	h.srv.metrics.delivered.Add(int64(delivered))
+}
+
+// placeJoin returns where the events a join gets begin (after which
+// position), and for a resume whether they are every event after its
+// since.
+func placeJoin(j *joinRequest, read HistoryRead) (start Position, recovered *bool) {
+	last := read.Last
+	if !j.resume {
+		return last, nil
+	}
+	from := j.since
+	if !j.hasEpoch && from != none {
+		from.Epoch = last.Epoch
+	}
+	ok := complete(from, read.Events, last)
+	switch {
+	case last.Epoch < from.Epoch:
+		// A position the store does not know: everything it holds is
+		// news to the client.
+		return none, &ok
+	case from.Epoch < last.Epoch || !last.Less(from):
+		return from, &ok
+	}
+	// The store is behind the client in its epoch (it lost the last
+	// events): the events that follow continue after its last.
+	return last, &ok
 }
 
 // complete reports whether events, what the store holds after some

@@ -25,6 +25,11 @@ type Config struct {
 	// SendQueue is how many frames may wait for a slow client before it
 	// is disconnected with CloseSendQueueOverflow. Default 256.
 	SendQueue int
+	// SendQueueBytes is how many bytes of frames may wait for a client:
+	// past it a live frame disconnects it as SendQueue does, and a replay
+	// from history is cut (see conn.enqueueReplay). A frame is always
+	// accepted into an empty queue, whatever its size. Default 8 MiB.
+	SendQueueBytes int
 	// MaxSubscriptions is how many calls one connection may follow.
 	// Default 100.
 	MaxSubscriptions int
@@ -90,6 +95,9 @@ func (c *Config) fill() {
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 256
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 8 << 20
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = 100

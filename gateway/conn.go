@@ -36,14 +36,16 @@ type conn struct {
 	wmu sync.Mutex
 
 	// qmu guards the fields below. queue holds the frames waiting to be
-	// written, of which up to replayed were replayed from history and do
-	// not count against the live limit. writing is the writer role: set
+	// written, queued bytes of them, of which up to replayed were
+	// replayed from history and do not count against the live limit in
+	// frames. writing is the writer role: set
 	// while the connection is with the flusher or a write is under way;
 	// whoever sets it schedules the write. closing: the close frame is
 	// queued or the connection failed; nothing more is queued.
 	qmu      sync.Mutex
 	queue    []outFrame
 	spare    []outFrame
+	queued   int
 	replayed int
 	writing  bool
 	closing  bool

@@ -87,6 +87,11 @@ type joinRequest struct {
 	// see.
 	org  string
 	done chan error
+	// placed: start and recovered are known, from the first read (a
+	// second read may be needed to reach back to start).
+	placed    bool
+	start     Position
+	recovered *bool
 }
 
 // errCallGone: the call's record no longer exists, or the connection may

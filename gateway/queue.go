@@ -17,8 +17,8 @@ package gateway
 // finished is closed on entering finished. run waits for it, then reads
 // until the client's close (or WriteWait) and closes the socket.
 
-// enqueue queues a frame without blocking. When SendQueue live frames
-// already wait, the client is too slow: it is disconnected
+// enqueue queues a frame without blocking. When SendQueue live frames or
+// SendQueueBytes already wait, the client is too slow: it is disconnected
 // (CloseSendQueueOverflow) so that it never delays anyone else.
 func (c *conn) enqueue(frame []byte) bool {
 	return c.enqueueFrame(outFrame{data: frame})
@@ -40,7 +40,8 @@ func (c *conn) push(f outFrame) (ok, start bool) {
 		c.qmu.Unlock()
 		return false, false // already cut off; not counted again
 	}
-	if len(c.queue)-c.replayed >= c.srv.cfg.SendQueue {
+	cfg := &c.srv.cfg
+	if len(c.queue)-c.replayed >= cfg.SendQueue || c.queued > 0 && c.queued+len(f.data) > cfg.SendQueueBytes {
 		c.qmu.Unlock()
 		c.srv.metrics.overflows.Add(1)
 		c.srv.metrics.dropped.Add(1)
@@ -51,15 +52,19 @@ func (c *conn) push(f outFrame) (ok, start bool) {
 		c.queue, c.spare = c.spare, nil
 	}
 	c.queue = append(c.queue, f)
+	c.queued += len(f.data)
 	start = !c.writing
 	c.writing = true
 	c.qmu.Unlock()
 	return true, start
 }
 
-// enqueueReplay queues frames replayed from history. They are bounded by
-// the history's size rather than by SendQueue, so a client can resume from
-// further back than its queue holds.
+// enqueueReplay queues frames replayed from history. They are not bounded
+// by SendQueue, so a client can resume from further back than its queue
+// holds in frames, but they are by SendQueueBytes: what does not fit is
+// not queued, and the connection ends with CloseSendQueueOverflow after
+// what did, so that the client resumes from there (a replay too large to
+// hold at once goes out in pieces, one connection each).
 func (c *conn) enqueueReplay(frames [][]byte) {
 	if len(frames) == 0 {
 		return
@@ -69,15 +74,24 @@ func (c *conn) enqueueReplay(frames [][]byte) {
 		c.qmu.Unlock()
 		return
 	}
+	n := 0
 	for _, f := range frames {
+		if c.queued > 0 && c.queued+len(f) > c.srv.cfg.SendQueueBytes {
+			break
+		}
 		c.queue = append(c.queue, outFrame{data: f})
+		c.queued += len(f)
+		n++
 	}
-	c.replayed += len(frames)
+	c.replayed += n
 	start := !c.writing
 	c.writing = true
 	c.qmu.Unlock()
 	if start {
 		c.srv.flusher.add(c)
+	}
+	if n < len(frames) {
+		c.closeWith(CloseSendQueueOverflow, "replay larger than the send queue: resume from the last event received")
 	}
 }
 
@@ -92,7 +106,7 @@ func (c *conn) take() []outFrame {
 		return nil
 	}
 	c.queue = nil
-	c.replayed = 0
+	c.queued, c.replayed = 0, 0
 	return batch
 }
 
@@ -139,7 +153,7 @@ func (c *conn) seal(drop bool, last ...outFrame) bool {
 	if drop {
 		clear(c.queue)
 		c.queue = c.queue[:0]
-		c.replayed = 0
+		c.queued, c.replayed = 0, 0
 	}
 	c.queue = append(c.queue, last...)
 	c.closing = true

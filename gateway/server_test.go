@@ -534,7 +534,7 @@ func TestFrameSizes(t *testing.T) {
 // header size, and has the client ping meanwhile, so that pongs join the
 // stream. Once it reads again, every event must arrive whole and in order.
 func TestStalledClientGetsEveryFrameIntact(t *testing.T) {
-	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096})
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, SendQueueBytes: 1 << 30})
 	ws := rawSubscriber(t, url, "EL_1")
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{10, 125, 126, 200, 65535, 65536, 70000, 1 << 20}
@@ -589,7 +589,7 @@ func TestStalledClientGetsEveryFrameIntact(t *testing.T) {
 // for it gets the close echo next, not after the frames it no longer
 // wants.
 func TestClientCloseDropsTheBacklog(t *testing.T) {
-	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, WriteWait: time.Hour})
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, SendQueueBytes: 1 << 30, WriteWait: time.Hour})
 	ws := rawSubscriber(t, url, "EL_1")
 	// A first event larger than the socket buffers: its write is under
 	// way, and stays so, once the client has read its first bytes.

@@ -116,6 +116,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		AllowedOrigins:   cfg.AllowedOrigins,
 		MaxFrameBytes:    cfg.MaxFrameBytes,
 		SendQueue:        cfg.SendQueue,
+		SendQueueBytes:   cfg.SendQueueBytes,
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		PongWait:         cfg.PongWait,
 		Topics:           topicCfg,

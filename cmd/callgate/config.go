@@ -67,6 +67,7 @@ type config struct {
 
 	MaxFrameBytes     int64
 	SendQueue         int
+	SendQueueBytes    int
 	MaxSubscriptions  int
 	PongWait          time.Duration
 	MaxBody           int64
@@ -162,6 +163,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.MaxFrameBurst, "max-frame-burst", 50, "client frames a socket may send at once before --max-frame-rate applies")
 	fs.Int64Var(&c.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close the socket with 1009")
 	fs.IntVar(&c.SendQueue, "send-queue", 256, "frames queued per socket before a slow client is disconnected (close 4008)")
+	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", 8<<20, "bytes queued per socket before a slow client is disconnected (close 4008); a replay from history larger than this goes out in pieces")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 100, "calls one socket may follow")
 	fs.DurationVar(&c.PongWait, "pong-wait", 60*time.Second, "how long a silent socket is kept; the server pings at 9/10 of it")
 	fs.Int64Var(&c.MaxBody, "max-body", 1<<20, "largest API request and live webhook body in bytes")
@@ -323,7 +325,7 @@ func (c config) validate() error {
 		name string
 		v    int64
 	}{
-		{"max-frame-bytes", c.MaxFrameBytes}, {"send-queue", int64(c.SendQueue)},
+		{"max-frame-bytes", c.MaxFrameBytes}, {"send-queue", int64(c.SendQueue)}, {"send-queue-bytes", int64(c.SendQueueBytes)},
 		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
 		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},

@@ -131,6 +131,19 @@ func (c *Client) Next() Frame {
 	return Frame{}
 }
 
+// NextOrClosed returns the next frame, or ok=false once the connection has
+// ended and every frame before its end was read.
+func (c *Client) NextOrClosed() (f Frame, ok bool) {
+	c.t.Helper()
+	select {
+	case f, ok := <-c.frames:
+		return f, ok
+	case <-time.After(Wait):
+		c.t.Fatalf("no frame within %s", Wait)
+	}
+	return Frame{}, false
+}
+
 // Expect returns the next frame and fails unless its type is typ.
 func (c *Client) Expect(typ string) Frame {
 	c.t.Helper()
