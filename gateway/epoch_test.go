@@ -135,7 +135,7 @@ func TestLostChannelsHoldLiveEvents(t *testing.T) {
 	c := dial(t, url)
 	c.MustSubscribe("s", "EL_2") // a call with no event yet
 	srv.Lost([]string{testCalls["EL_2"].Channel})
-	mem.record("EL_2")            // 1: published while away, not received
+	mem.record("EL_2")           // 1: published while away, not received
 	mem.publish(srv, "EL_2", "") // 2: received before the catch-up
 	srv.Resync(context.Background(), []string{testCalls["EL_2"].Channel})
 	expectAt(t, c, "1", "1")
