@@ -234,3 +234,70 @@ func TestLingeringChannels(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleBusIsHealthy: a bus that follows nothing is healthy whatever
+// happened to its connection: before, it waited for a message, up to
+// HealthCheck, to say so again.
+func TestIdleBusIsHealthy(t *testing.T) {
+	e := breakableEnv(t)
+	bus, _ := e.start(t, pubsub.Config{HealthCheck: time.Hour})
+	ctx := context.Background()
+	ch := e.channel(t, 0)
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Unsubscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	bustest.WaitFor(t, "channel released", bustest.Tick(t), func() bool { return bus.Channels() == 0 })
+	e.breakConns(t)
+	bustest.WaitFor(t, "healthy while idle", bustest.Tick(t), bus.Healthy)
+	// And it follows again at once.
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefusedResubscribeIsUnhealthy: when Redis answers the subscription
+// of a reconnect with an error (here: ACL permissions taken away), the bus
+// says it is not healthy, and tries again until Redis accepts, then says
+// it is and catches the channel up.
+func TestRefusedResubscribeIsUnhealthy(t *testing.T) {
+	e := breakableEnv(t)
+	if e.srv.Mode() != redistest.ModeReal {
+		t.Skip("changes the ACL of one server: needs CALLGATE_TEST_REDIS=real")
+	}
+	caught := make(chan []string, 4)
+	bus, msgs := e.start(t, pubsub.Config{OnReconnect: func(_ context.Context, chs []string) { caught <- chs }})
+	ctx := context.Background()
+	ch := e.channel(t, 0)
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := e.rdb.Do(ctx, append([]any{"ACL", "SETUSER", "default"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("resetchannels")
+	t.Cleanup(func() { acl("allchannels") })
+	e.breakConns(t)
+	bustest.WaitFor(t, "unhealthy while the resubscribe is refused", bustest.Tick(t), func() bool { return !bus.Healthy() })
+	acl("allchannels")
+	select {
+	case chs := <-caught:
+		if len(chs) != 1 || chs[0] != ch {
+			t.Fatalf("caught up %v", chs)
+		}
+	case <-time.After(bustest.Wait):
+		t.Fatal("not subscribed again once Redis accepted")
+	}
+	if !bus.Healthy() {
+		t.Fatal("unhealthy once subscribed again")
+	}
+	e.publish(t, ch, "back")
+	if m := bustest.Next(t, msgs); m.Payload != "back" {
+		t.Fatalf("got %+v", m)
+	}
+}
