@@ -197,6 +197,8 @@ export interface TopicSubscription {
   readonly name: string;
   /** The version of data; 0 before the first state. */
   readonly version: number;
+  /** The epoch of version ("0" before the first state). */
+  readonly epoch: string;
   /** The newest state received. */
   readonly data: unknown;
   readonly state: "connecting" | "open" | "closed";
@@ -1020,6 +1022,7 @@ class Stream implements EventStream {
 /** TopicSub is one followed topic, on its own socket. */
 class TopicSub implements TopicSubscription {
   version = 0;
+  epoch = "0";
   data: unknown = null;
   private readonly link: Link;
 
@@ -1049,10 +1052,18 @@ class TopicSub implements TopicSubscription {
   }
 
   private frame(f: ServerFrame): void {
-    if (f.type === "state" && f.topic === this.name && f.version > this.version) {
+    const epoch = f.type === "state" ? (f.epoch ?? "0") : "";
+    if (
+      f.type === "state" &&
+      f.topic === this.name &&
+      (compareIds(epoch, this.epoch) > 0 || (epoch === this.epoch && f.version > this.version))
+    ) {
       // Each connection starts from the current state: a version seen
-      // already is dropped, so the app never goes back.
+      // already is dropped, so the app never goes back; a later epoch (the
+      // store lost the state and counts again) is newer whatever its
+      // version.
       this.version = f.version;
+      this.epoch = epoch;
       this.data = f.data;
       safely(this.o.onState, f);
     } else if (f.type === "error") {

@@ -98,8 +98,14 @@ export type CallEvent =
 export interface TopicState {
   type: "state";
   topic: string;
-  /** Counts the topic's changes from 1. */
+  /** Counts the topic's changes from 1, within its epoch. */
   version: number;
+  /**
+   * Decimal digits: a new epoch starts when the gateway's store lost the
+   * topic's state, and counts versions again; a later epoch is newer
+   * whatever its version. Absent from gateways that predate epochs.
+   */
+  epoch?: string;
   /** The whole state, any JSON value. */
   data: unknown;
 }

@@ -368,6 +368,23 @@ test("a topic's versions never go back, across reconnects", async () => {
   client.close();
 });
 
+test("a topic's later epoch is newer whatever its version; an older one is dropped", async () => {
+  const { client } = setup();
+  const seen = [];
+  const t = client.topic("workflows", { onState: (s) => seen.push(`${s.epoch}/${s.version}`) });
+  const ws = await FakeSocket.nth(0);
+  ws.open();
+  ws.push({ type: "state", topic: "workflows", version: 7, epoch: "1700000000000", data: { a: 7 } });
+  // The store lost the state and counts again in a new epoch.
+  ws.push({ type: "state", topic: "workflows", version: 1, epoch: "1700000005000", data: { a: 1 } });
+  ws.push({ type: "state", topic: "workflows", version: 9, epoch: "1700000000000", data: { stale: true } });
+  ws.push({ type: "state", topic: "workflows", version: 2, epoch: "1700000005000", data: { a: 2 } });
+  assert.deepEqual(seen, ["1700000000000/7", "1700000005000/1", "1700000005000/2"]);
+  assert.equal(t.epoch, "1700000005000");
+  assert.deepEqual(t.data, { a: 2 });
+  client.close();
+});
+
 test("events(): an async iterator; breaking out unsubscribes", async () => {
   const { client } = setup();
   const ws0 = FakeSocket.nth(0);
