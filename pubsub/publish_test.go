@@ -274,7 +274,7 @@ func TestTransitionIsAnnouncedFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := k.msg("event")
-	m.Record = k.rec
+	m.Record, m.Fields = k.rec, []string{"who", "status", "updated"}
 	m.Transition = &pubsub.Transition{
 		Field: "status", From: "initiated", To: "running", Set: []string{"updated", "now"},
 		Payload: pubsub.Payload{Head: []byte("n="), Mid: []byte(";e="), Tail: []byte(";status")},
@@ -339,7 +339,7 @@ func TestFieldIsCarried(t *testing.T) {
 		}
 	}
 	m := k.msg("")
-	m.Record, m.Field, m.RawField, m.FieldPrefix = k.rec, "conv", "conv_json", []byte(",conv=")
+	m.Record, m.Fields, m.Field, m.RawField, m.FieldPrefix = k.rec, []string{"x"}, "conv", "conv_json", []byte(",conv=")
 	m.FieldChannel = &pubsub.FieldChannel{Prefix: byField, Name: name}
 	if err := e.rdb.HSet(ctx, k.rec, "x", "y").Err(); err != nil {
 		t.Fatal(err)
