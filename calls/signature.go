@@ -160,17 +160,27 @@ type Verifier struct {
 }
 
 // Verify checks that header is a fresh, valid signature of body under one of
-// the secrets. The timestamp is checked before the HMAC so that replayed or
-// junk requests are rejected without hashing a possibly large body.
+// the secrets: Check, then Match.
 func (v *Verifier) Verify(header string, body []byte) error {
-	if !v.hasSecret() {
-		return ErrNoSecrets
-	}
-	sig, err := ParseSignature(header)
+	sig, err := v.Check(header)
 	if err != nil {
 		return err
 	}
+	return v.Match(sig, body)
+}
 
+// Check does every check that needs no body: the header parses and its
+// timestamp is within the window. A receiver calls it before reading the
+// body, so that a request that cannot be valid costs no more than its
+// headers, and hashes a possibly large body only for a fresh signature.
+func (v *Verifier) Check(header string) (Signature, error) {
+	if !v.hasSecret() {
+		return Signature{}, ErrNoSecrets
+	}
+	sig, err := ParseSignature(header)
+	if err != nil {
+		return Signature{}, err
+	}
 	now := time.Now
 	if v.Now != nil {
 		now = v.Now
@@ -179,12 +189,17 @@ func (v *Verifier) Verify(header string, body []byte) error {
 	// Compare against now±limit rather than subtracting from Timestamp,
 	// which can be near the int64 limit.
 	if sig.Timestamp < nowSec-seconds(v.MaxAge, defaultSignatureMaxAge) {
-		return fmt.Errorf("%w: t=%d, now=%d", ErrSignatureExpired, sig.Timestamp, nowSec)
+		return Signature{}, fmt.Errorf("%w: t=%d, now=%d", ErrSignatureExpired, sig.Timestamp, nowSec)
 	}
 	if sig.Timestamp > nowSec+seconds(v.MaxSkew, defaultSignatureMaxSkew) {
-		return fmt.Errorf("%w: t=%d, now=%d", ErrSignatureFuture, sig.Timestamp, nowSec)
+		return Signature{}, fmt.Errorf("%w: t=%d, now=%d", ErrSignatureFuture, sig.Timestamp, nowSec)
 	}
+	return sig, nil
+}
 
+// Match reports whether sig, as Check returned it, signs body under one of
+// the secrets: nil, or ErrSignatureMismatch.
+func (v *Verifier) Match(sig Signature, body []byte) error {
 	for _, secret := range v.Secrets {
 		if len(secret) == 0 {
 			continue

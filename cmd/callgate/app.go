@@ -34,6 +34,7 @@ type app struct {
 	bus    *pubsub.Bus
 	gw     *gateway.Server
 	events *calls.Events
+	calls  *calls.Handler
 	m      *metrics
 	// verifier checks client tokens; nil without token configuration.
 	verifier *auth.Verifier
@@ -146,14 +147,16 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		}
 	}
 	handler := calls.NewHandler(calls.HandlerConfig{
-		Store:           store,
-		Events:          a.events,
-		Verifier:        verifier,
-		MaxBody:         cfg.MaxBody,
-		MaxPostCallBody: cfg.MaxPostCallBody,
-		Logger:          log,
-		CallCacheTTL:    cfg.CallCacheTTL,
+		Store:             store,
+		Events:            a.events,
+		Verifier:          verifier,
+		MaxBody:           cfg.MaxBody,
+		MaxPostCallBody:   cfg.MaxPostCallBody,
+		WebhookBodyBudget: cfg.WebhookBodyBudget,
+		Logger:            log,
+		CallCacheTTL:      cfg.CallCacheTTL,
 	})
+	a.calls = handler
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

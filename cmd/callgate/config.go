@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/topics"
 )
 
@@ -61,6 +62,7 @@ type config struct {
 	PongWait          time.Duration
 	MaxBody           int64
 	MaxPostCallBody   int64
+	WebhookBodyBudget int64
 	CallTTL           time.Duration
 	DedupTTL          time.Duration
 	HistoryEvents     int64
@@ -151,6 +153,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.PongWait, "pong-wait", 60*time.Second, "how long a silent socket is kept; the server pings at 9/10 of it")
 	fs.Int64Var(&c.MaxBody, "max-body", 1<<20, "largest API request and live webhook body in bytes")
 	fs.Int64Var(&c.MaxPostCallBody, "max-post-call-body", 64<<20, "largest post-call webhook body in bytes (recordings are large)")
+	fs.Int64Var(&c.WebhookBodyBudget, "webhook-body-budget", calls.DefaultWebhookBodyBudget, "bytes of webhook bodies held at once before their signature is checked; past it webhooks get 503 busy")
 	fs.DurationVar(&c.CallTTL, "call-ttl", 7*24*time.Hour, "how long a call record is kept after its last change")
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", 24*time.Hour, "how long a webhook delivery is remembered to drop its repeats")
 	fs.Int64Var(&c.HistoryEvents, "history-events", 1000, "events kept per call for clients that resume (approximate)")
@@ -273,6 +276,7 @@ func (c config) validate() error {
 		{"max-frame-bytes", c.MaxFrameBytes}, {"send-queue", int64(c.SendQueue)},
 		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
 		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
+		{"webhook-body-budget", c.WebhookBodyBudget},
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
 		{"history-events", c.HistoryEvents}, {"history-ttl", int64(c.HistoryTTL)},
 		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
@@ -288,6 +292,9 @@ func (c config) validate() error {
 	}
 	if c.UnsubscribeLinger < 0 {
 		errs = append(errs, fmt.Errorf("--unsubscribe-linger (%s) must not be negative", envName("unsubscribe-linger")))
+	}
+	if c.WebhookBodyBudget < max(c.MaxBody, c.MaxPostCallBody) {
+		errs = append(errs, fmt.Errorf("--webhook-body-budget (%s) must be at least --max-post-call-body and --max-body, or the largest webhooks could never be read", envName("webhook-body-budget")))
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -62,6 +62,7 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{[]string{"--dev", "--allowed-origins", "dash.example.com"}, nil, "--allowed-origins"},
 		{[]string{"--dev"}, map[string]string{"CALLGATE_PONG_WAIT": "soon"}, "CALLGATE_PONG_WAIT"},
 		{[]string{"--dev", "stray"}, nil, "unexpected argument"},
+		{[]string{"--dev", "--webhook-body-budget", "1048576"}, nil, "--webhook-body-budget (CALLGATE_WEBHOOK_BODY_BUDGET) must be at least --max-post-call-body"},
 		{[]string{"--dev"}, map[string]string{"CALLGATE_UNSUBSCRIBE_LINGER": "-1s"}, "--unsubscribe-linger (CALLGATE_UNSUBSCRIBE_LINGER) must not be negative"},
 	} {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
