@@ -161,9 +161,9 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = httpError
-	// A request id from the load balancer is kept, else one is made; it
-	// is in the answer's X-Request-Id and in the request's log line.
-	e.Use(middleware.Recover(), middleware.RequestID(), a.m.countWebhooks)
+	// A short, safe request id from the load balancer is kept, else one
+	// is made (see requestID).
+	e.Use(middleware.Recover(), requestID, a.m.countWebhooks)
 	e.GET("/metrics", a.m.handler())
 	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
