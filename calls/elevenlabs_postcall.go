@@ -24,8 +24,9 @@ type PostCall struct {
 	// application's own id from the dynamic variables, then the telephony
 	// provider's. Empty and repeated values are dropped.
 	CallSIDs []string
-	// Transcript and Analysis are passed through undecoded; nil when absent
-	// or null.
+	// Transcript and Analysis are passed through as JSON, compacted, with
+	// invalid UTF-8 in their strings replaced by U+FFFD; nil when absent or
+	// null.
 	Transcript json.RawMessage
 	Analysis   json.RawMessage
 	Metadata   PostCallMetadata
@@ -172,8 +173,15 @@ func DecodePostCall(body []byte) (PostCall, error) {
 		}
 		pc.CallSIDs = appendCallSID(pc.CallSIDs, id)
 	}
-	pc.Transcript = passThrough(d.Transcript)
-	pc.Analysis = passThrough(d.Analysis)
+	// Text passes through as JSON: valid UTF-8 from here on, so that every
+	// frame built of it is (a browser closes a socket, 1007, on a frame that
+	// is not, and every replay of the frame would close it again).
+	if pc.Transcript, err = passThrough(d.Transcript); err != nil {
+		return PostCall{}, err
+	}
+	if pc.Analysis, err = passThrough(d.Analysis); err != nil {
+		return PostCall{}, err
+	}
 	return pc, nil
 }
 
@@ -184,12 +192,17 @@ type namedID struct {
 }
 
 // passThrough returns a provider's JSON value for subscribers: nil when
-// absent or null.
-func passThrough(v jsontext.Value) json.RawMessage {
+// absent or null, else compacted with its strings in valid UTF-8 (invalid
+// bytes and escaped lone surrogates replaced by U+FFFD).
+func passThrough(v jsontext.Value) (json.RawMessage, error) {
 	if len(v) == 0 || v.Kind() == 'n' {
-		return nil
+		return nil, nil
 	}
-	return json.RawMessage(v)
+	out, err := validUTF8(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return json.RawMessage(out), nil
 }
 
 func isKnownPostCallType(t string) bool {

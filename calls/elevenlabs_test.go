@@ -242,6 +242,14 @@ func TestDecodePostCallCases(t *testing.T) {
 		{name: "dynamic call_sid not UTF-8", body: "{\"type\":\"post_call_audio\",\"event_timestamp\":1,\"data\":{\"conversation_id\":\"c\",\"conversation_initiation_client_data\":{\"dynamic_variables\":{\"call_sid\":\"CA\xfe\"}}}}", wantErr: true},
 		{name: "failure body id too long", body: `{"type":"call_initiation_failure","event_timestamp":1,"data":{"conversation_id":"c","metadata":{"body":{"CallSid":"` + strings.Repeat("A", 129) + `"}}}}`, wantErr: true},
 		{
+			name: "invalid UTF-8 in text replaced",
+			body: "{\"type\":\"post_call_transcription\",\"event_timestamp\":1,\"data\":{\"conversation_id\":\"c\"," +
+				"\"transcript\":[ {\"message\" : \"caf\xc3 \\ud800 \\ud83d\\ude00 \\u00e9\"} ],\"analysis\":{\"summary\":\"\xed\xa0\x80<b>\"}}}",
+			want: PostCall{Type: TypePostCallTranscription, EventTimestamp: 1, ConversationID: "c",
+				Transcript: json.RawMessage("[{\"message\":\"caf\ufffd \ufffd \U0001F600 \u00e9\"}]"),
+				Analysis:   json.RawMessage("{\"summary\":\"\ufffd\ufffd\ufffd<b>\"}")},
+		},
+		{
 			name: "escaped id is the same id",
 			body: `{"type":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c\u0031","metadata":{"phone_call":{"call_sid":"CA\u00e9"}}}}`,
 			want: PostCall{Type: TypePostCallAudio, EventTimestamp: 1, ConversationID: "c1", CallSIDs: []string{"CAé"}},
@@ -399,6 +407,11 @@ func TestDecodeLiveCases(t *testing.T) {
 		{name: "call_sid with a space", body: `{"call_sid":"a b","event":{"type":"interruption","interruption_event":{"event_id":1}}}`, wantErr: true},
 		{name: "conversation_id too long", body: `{"conversation_id":"` + strings.Repeat("c", 129) + `","event":{"type":"interruption","interruption_event":{"event_id":1}}}`, wantErr: true},
 		{name: "linked conversation not UTF-8", body: "{\"call_sid\":\"a\",\"event\":{\"type\":\"conversation_initiation_metadata\",\"conversation_initiation_metadata_event\":{\"conversation_id\":\"c\xff\"}}}", wantErr: true},
+		{
+			name: "invalid UTF-8 in text replaced",
+			body: "{\"call_sid\":\"a\",\"event\":{\"type\":\"agent_response\",\"agent_response_event\":{\"agent_response\":\"hi\xff \\udc00\"}}}",
+			want: Live{CallSID: "a", Type: "agent_response", Kind: KindTranscript, Role: "agent", Text: "hi\ufffd \ufffd", Final: true},
+		},
 		{
 			name: "unknown type",
 			body: `{"call_sid":"a","event":{"type":"ping","ping_event":{"event_id":9,"ping_ms":null}}}`,

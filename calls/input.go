@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -148,4 +149,18 @@ func (s *shaped[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 		*s = shaped[T]{wrong: true}
 	}
 	return nil
+}
+
+// validUTF8 returns the JSON value v with every string in valid UTF-8:
+// invalid bytes and escaped lone surrogates become U+FFFD, and the value
+// is compacted. v is valid JSON apart from that (as read with
+// inputOptions).
+func validUTF8(v jsontext.Value) (jsontext.Value, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(v))
+	enc := jsontext.NewEncoder(&buf, jsontext.AllowInvalidUTF8(true), jsontext.AllowDuplicateNames(true))
+	if err := enc.WriteValue(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/internal/redistest"
+	"github.com/callgate/callgate/internal/wstest"
 )
 
 // postCallFor is a signed-looking post_call_transcription body whose
@@ -134,5 +136,38 @@ func TestCallIDsAreExact(t *testing.T) {
 	}
 	if status, out := in.do(http.MethodGet, "/api/calls/dup%EF%BF%BD", nil, apiHeader()); status != http.StatusOK || out["status"] != "initiated" {
 		t.Errorf("the call dup\\ufffd after the refused requests: %d %v", status, out)
+	}
+}
+
+// TestFramesAreValidUTF8: a post-call transcript with invalid UTF-8 (a raw
+// byte, escaped lone surrogates) reaches subscribers as a valid UTF-8
+// frame, live and replayed, with U+FFFD in place of what could not be
+// read. A browser closes a socket (1007) on a text frame that is not
+// valid UTF-8, and would again on every replay.
+func TestFramesAreValidUTF8(t *testing.T) {
+	srv := redistest.Start(t)
+	in := startInstance(t, srv, redistest.Prefix(t), "a")
+	in.saveCall(calls.Update{CallSID: "EL_utf8", ConversationID: "conv_utf8"})
+	live := in.ws()
+	live.MustSubscribe("1", "EL_utf8")
+	body := []byte(`{"type":"post_call_transcription","event_timestamp":1763712000,"data":{"conversation_id":"conv_utf8",` +
+		"\"transcript\":[{\"role\":\"user\",\"message\":\"caf\xc3 ok \\ud83d\"}],\"analysis\":{\"summary\":\"\xff\\udc00 \\ud83d\\ude00\"}}}")
+	in.mustPublish("/webhooks/elevenlabs", body)
+	replay := in.ws()
+	replay.Send(map[string]string{"type": "subscribe", "id": "2", "call": "EL_utf8", "since": "0"})
+	replay.Expect("subscribed")
+	for name, c := range map[string]*wstest.Client{"live": live, "replayed": replay} {
+		f := c.Expect("event")
+		if f.Event != "completed" || !utf8.Valid(f.Raw) {
+			t.Fatalf("%s frame %q: want a completed event in valid UTF-8", name, f.Raw)
+		}
+		var data struct {
+			Transcript []struct{ Message string }
+			Analysis   struct{ Summary string }
+		}
+		if err := json.Unmarshal(f.Data, &data); err != nil || len(data.Transcript) != 1 ||
+			data.Transcript[0].Message != "caf\ufffd ok \ufffd" || data.Analysis.Summary != "\ufffd\ufffd \U0001F600" {
+			t.Errorf("%s frame's data %s (%v)", name, f.Data, err)
+		}
 	}
 }
