@@ -72,6 +72,9 @@ type config struct {
 	ShutdownTimeout   time.Duration
 }
 
+// devAddr is where --dev listens unless --addr is given.
+const devAddr = "127.0.0.1:8080"
+
 // listValue is a comma-separated flag.
 type listValue struct{ p *[]string }
 
@@ -115,7 +118,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("callgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: embedded Redis unless --redis-url is given; webhooks unsigned and API open unless secrets are given; text logs")
-	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&c.Addr, "addr", ":8080", "listen address (with --dev the default is "+devAddr+": this machine only)")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL, e.g. redis://:password@redis:6379/0 (required without --dev)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "callgate", "prefix of every Redis key and channel, to share a Redis between deployments")
 	fs.Var(listValue{&c.WebhookSecrets}, "webhook-secret", "webhook signing secret(s), comma-separated to rotate (required without --dev)")
@@ -187,6 +190,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	})
 	if envErr != nil {
 		return c, envErr
+	}
+	// --dev serves an open API and takes unsigned webhooks: only this
+	// machine reaches it unless --addr (or CALLGATE_ADDR) says otherwise.
+	if c.Dev && !set["addr"] && getenv(envName("addr")) == "" {
+		c.Addr = devAddr
 	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
