@@ -37,6 +37,7 @@ type app struct {
 	bus    *pubsub.Bus
 	gw     *gateway.Server
 	events *calls.Events
+	calls  *calls.Handler
 	m      *metrics
 	// verifier checks client tokens; nil without token configuration.
 	verifier *auth.Verifier
@@ -145,21 +146,23 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		}
 	}
 	handler := calls.NewHandler(calls.HandlerConfig{
-		Store:           store,
-		Events:          a.events,
-		Verifier:        verifier,
-		MaxBody:         cfg.MaxBody,
-		MaxPostCallBody: cfg.MaxPostCallBody,
-		Logger:          log,
-		CallCacheTTL:    cfg.CallCacheTTL,
+		Store:             store,
+		Events:            a.events,
+		Verifier:          verifier,
+		MaxBody:           cfg.MaxBody,
+		MaxPostCallBody:   cfg.MaxPostCallBody,
+		WebhookBodyBudget: cfg.WebhookBodyBudget,
+		Logger:            log,
+		CallCacheTTL:      cfg.CallCacheTTL,
 	})
+	a.calls = handler
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = httpError
-	// A request id from the load balancer is kept, else one is made; it
-	// is in the answer's X-Request-Id and in the request's log line.
-	e.Use(middleware.Recover(), middleware.RequestID(), a.m.countWebhooks)
+	// A short, safe request id from the load balancer is kept, else one
+	// is made (see requestID).
+	e.Use(middleware.Recover(), requestID, a.m.countWebhooks)
 	e.GET("/metrics", a.m.handler())
 	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })

@@ -13,7 +13,7 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
 	if h, p, err := net.SplitHostPort(host); err == nil && (h == "::" || h == "0.0.0.0" || h == "") {
 		host = "localhost:" + p
 	}
-	a.log.Warn("DEVELOPMENT MODE: not for production",
+	a.log.Warn("DEVELOPMENT MODE: not for production", "addr", a.addr(),
 		"embedded_redis", a.mini != nil,
 		"webhooks_signed", len(cfg.WebhookSecrets) > 0,
 		"api_key_required", len(cfg.APIKeys) > 0)
@@ -22,6 +22,7 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
  callgate DEVELOPMENT MODE -- do not expose this instance.
  Redis: %s.  Webhook signatures: %s.  API key: %s.
  Socket tokens: %[5]s.
+ Listening on %[6]s: %[7]s.
 ------------------------------------------------------------------
  1. Register a call:
     curl -s -X POST http://%[4]s/api/calls \
@@ -38,7 +39,16 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
 
 `, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
 		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host,
-		socketAuth(cfg))
+		socketAuth(cfg), a.addr(), reach(a.addr()))
+}
+
+// reach says who can reach an instance listening on addr.
+func reach(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(h); err == nil && ip != nil && ip.IsLoopback() {
+		return "this machine only (--addr :PORT listens on every interface)"
+	}
+	return "NOT only this machine: anyone who reaches this address can use the open API"
 }
 
 // socketAuth says how sockets authenticate under cfg.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/topics"
 )
@@ -72,6 +73,7 @@ type config struct {
 	PongWait          time.Duration
 	MaxBody           int64
 	MaxPostCallBody   int64
+	WebhookBodyBudget int64
 	CallTTL           time.Duration
 	DedupTTL          time.Duration
 	HistoryEvents     int64
@@ -80,6 +82,9 @@ type config struct {
 	UnsubscribeLinger time.Duration
 	ShutdownTimeout   time.Duration
 }
+
+// devAddr is where --dev listens unless --addr is given.
+const devAddr = "127.0.0.1:8080"
 
 // listValue is a comma-separated flag.
 type listValue struct{ p *[]string }
@@ -124,7 +129,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("callgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: embedded Redis unless --redis-url is given; webhooks unsigned and API open unless secrets are given; text logs")
-	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&c.Addr, "addr", ":8080", "listen address (with --dev the default is "+devAddr+": this machine only)")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "one Redis server, e.g. redis://:password@redis:6379/0 (this, --redis-cluster or --redis-sentinel is required without --dev)")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "Redis Cluster seed nodes, e.g. redis://user:pass@10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000")
 	fs.StringVar(&c.RedisSentinel, "redis-sentinel", "", "Redis Sentinel, e.g. redis://user:pass@10.0.0.1:26379?master_name=mymaster&addr=10.0.0.2:26379")
@@ -168,6 +173,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.PongWait, "pong-wait", 60*time.Second, "how long a silent socket is kept; the server pings at 9/10 of it")
 	fs.Int64Var(&c.MaxBody, "max-body", 1<<20, "largest API request and live webhook body in bytes")
 	fs.Int64Var(&c.MaxPostCallBody, "max-post-call-body", 64<<20, "largest post-call webhook body in bytes (recordings are large)")
+	fs.Int64Var(&c.WebhookBodyBudget, "webhook-body-budget", calls.DefaultWebhookBodyBudget, "bytes of webhook bodies held at once before their signature is checked; past it webhooks get 503 busy")
 	fs.DurationVar(&c.CallTTL, "call-ttl", 7*24*time.Hour, "how long a call record is kept after its last change")
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", 24*time.Hour, "how long a webhook delivery is remembered to drop its repeats")
 	fs.Int64Var(&c.HistoryEvents, "history-events", 1000, "events kept per call for clients that resume (approximate)")
@@ -201,6 +207,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	})
 	if envErr != nil {
 		return c, envErr
+	}
+	// --dev serves an open API and takes unsigned webhooks: only this
+	// machine reaches it unless --addr (or CALLGATE_ADDR) says otherwise.
+	if c.Dev && !set["addr"] && getenv(envName("addr")) == "" {
+		c.Addr = devAddr
 	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
@@ -328,6 +339,7 @@ func (c config) validate() error {
 		{"max-frame-bytes", c.MaxFrameBytes}, {"send-queue", int64(c.SendQueue)}, {"send-queue-bytes", int64(c.SendQueueBytes)},
 		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
 		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
+		{"webhook-body-budget", c.WebhookBodyBudget},
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
 		{"history-events", c.HistoryEvents}, {"history-ttl", int64(c.HistoryTTL)},
 		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
@@ -343,6 +355,9 @@ func (c config) validate() error {
 	}
 	if c.UnsubscribeLinger < 0 {
 		errs = append(errs, fmt.Errorf("--unsubscribe-linger (%s) must not be negative", envName("unsubscribe-linger")))
+	}
+	if c.WebhookBodyBudget < max(c.MaxBody, c.MaxPostCallBody) {
+		errs = append(errs, fmt.Errorf("--webhook-body-budget (%s) must be at least --max-post-call-body and --max-body, or the largest webhooks could never be read", envName("webhook-body-budget")))
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
