@@ -431,3 +431,52 @@ func TestRepeatedKeyMessage(t *testing.T) {
 		t.Fatalf("error %v, want one ending %q", err, want)
 	}
 }
+
+// TestLiveDataIsWhatJSONEncodingWrites: the data of live events, written
+// by hand on the hot path, is byte for byte what encoding/json writes for
+// the same fields, escapes included.
+func TestLiveDataIsWhatJSONEncodingWrites(t *testing.T) {
+	type transcript struct {
+		Role          string `json:"role"`
+		Text          string `json:"text"`
+		Final         bool   `json:"final"`
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	type correction struct {
+		Role          string `json:"role"`
+		Text          string `json:"text"`
+		OriginalText  string `json:"original_text"`
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	type interruption struct {
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	id := int64(42)
+	text := "Hé <b>\"quoted\"</b> & \\ \n\u2028 \xff"
+	for _, ev := range []Live{
+		{Kind: KindTranscript, Role: "user", Text: text, Final: true, SourceEventID: 42, HasSourceEventID: true},
+		{Kind: KindTranscript, Role: "agent", Text: "", Final: false},
+		{Kind: KindTranscriptCorrection, Role: "agent", Text: text, OriginalText: text + "!", SourceEventID: 42, HasSourceEventID: true},
+		{Kind: KindTranscriptCorrection, Role: "agent", Text: "a"},
+		{Kind: KindInterruption, SourceEventID: 42, HasSourceEventID: true},
+		{Kind: KindInterruption},
+	} {
+		var src *int64
+		if ev.HasSourceEventID {
+			src = &id
+		}
+		var v any
+		switch ev.Kind {
+		case KindTranscript:
+			v = transcript{ev.Role, ev.Text, ev.Final, src}
+		case KindTranscriptCorrection:
+			v = correction{ev.Role, ev.Text, ev.OriginalText, src}
+		default:
+			v = interruption{src}
+		}
+		want, _ := json.Marshal(v)
+		if got := liveData(nil, ev); string(got) != string(want) {
+			t.Errorf("%+v:\n got %s\nwant %s", ev, got, want)
+		}
+	}
+}
