@@ -27,9 +27,8 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
     curl -s -X POST http://%[4]s/api/calls \
       -d '{"call_sid":"EL_demo","conversation_id":"conv_demo"}'
 
- 2. Subscribe (in another terminal; any WebSocket client):
-    websocat ws://%[4]s/ws/calls/transcriptions
-    {"type":"subscribe","id":"1","call":"EL_demo"}
+ 2. Follow it, in another terminal (with a built binary: callgate tail …):
+    go run ./cmd/callgate tail%[6]s EL_demo
 
  3. Post a live transcript event:
     curl -s -X POST http://%[4]s/webhooks/transcription \
@@ -38,7 +37,16 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
 
 `, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
 		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host,
-		socketAuth(cfg))
+		socketAuth(cfg), tailURL(host))
+}
+
+// tailURL is the --url that callgate tail needs to reach host, none for
+// its default.
+func tailURL(host string) string {
+	if host == "localhost:8080" {
+		return ""
+	}
+	return " --url ws://" + host
 }
 
 // socketAuth says how sockets authenticate under cfg.
