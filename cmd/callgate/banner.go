@@ -10,7 +10,7 @@ import (
 // try the gateway.
 func printDevBanner(w io.Writer, cfg config, a *app) {
 	host := a.addr()
-	if h, p, err := net.SplitHostPort(host); err == nil && (h == "::" || h == "0.0.0.0" || h == "") {
+	if h, p, err := net.SplitHostPort(host); err == nil && (h == "::" || h == "0.0.0.0" || h == "" || h == "127.0.0.1") {
 		host = "localhost:" + p
 	}
 	a.log.Warn("DEVELOPMENT MODE: not for production", "addr", a.addr(),
@@ -28,9 +28,8 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
     curl -s -X POST http://%[4]s/api/calls \
       -d '{"call_sid":"EL_demo","conversation_id":"conv_demo"}'
 
- 2. Subscribe (in another terminal; any WebSocket client):
-    websocat ws://%[4]s/ws/calls/transcriptions
-    {"type":"subscribe","id":"1","call":"EL_demo"}
+ 2. Follow it, in another terminal (with a built binary: callgate tail …):
+    go run ./cmd/callgate tail%[8]s EL_demo
 
  3. Post a live transcript event:
     curl -s -X POST http://%[4]s/webhooks/transcription \
@@ -39,7 +38,7 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
 
 `, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
 		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host,
-		socketAuth(cfg), a.addr(), reach(a.addr()))
+		socketAuth(cfg), a.addr(), reach(a.addr()), tailURL(host))
 }
 
 // reach says who can reach an instance listening on addr.
@@ -49,6 +48,15 @@ func reach(addr string) string {
 		return "this machine only (--addr :PORT listens on every interface)"
 	}
 	return "NOT only this machine: anyone who reaches this address can use the open API"
+}
+
+// tailURL is the --url that callgate tail needs to reach host, none for
+// its default.
+func tailURL(host string) string {
+	if host == "localhost:8080" {
+		return ""
+	}
+	return " --url ws://" + host
 }
 
 // socketAuth says how sockets authenticate under cfg.

@@ -182,7 +182,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.UnsubscribeLinger, "unsubscribe-linger", 2*time.Second, "how long the instance stays subscribed in Redis to a call no local client follows any more, so that clients coming back need no new SUBSCRIBE; 0 unsubscribes at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: callgate [flags]\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
+		fmt.Fprintf(stderr, "Usage: callgate [flags]\n       callgate tail [flags] <call_sid or conversation_id>   (follow a call; callgate tail -h)\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
 		fs.PrintDefaults()
 	}
 
