@@ -53,9 +53,11 @@ type e2eCluster struct {
 	addrs     map[string]string
 	accessLog string
 	http      *http.Client
+	redisPort int
 }
 
-func startE2ECluster(t *testing.T) *e2eCluster {
+// startE2ECluster starts them; env is added to each instance's environment.
+func startE2ECluster(t *testing.T, env ...string) *e2eCluster {
 	t.Helper()
 	nginxBin, redisBin := requireTools(t)
 	bin := buildCallgate(t)
@@ -68,12 +70,12 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 	waitRedis(t, redis, redisPort, 10*time.Second)
 
 	c := &e2eCluster{t: t, instances: map[string]*proc{}, addrs: map[string]string{},
-		http: &http.Client{Timeout: 15 * time.Second}}
+		http: &http.Client{Timeout: 15 * time.Second}, redisPort: redisPort}
 	var upstream strings.Builder
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("gateway-%d", i)
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		c.instances[id] = startProc(t, id, syscall.SIGKILL, []string{bin}, cleanEnv(
+		c.instances[id] = startProc(t, id, syscall.SIGKILL, []string{bin}, append(cleanEnv(
 			"CALLGATE_ADDR="+addr,
 			"CALLGATE_INSTANCE_ID="+id,
 			fmt.Sprintf("CALLGATE_REDIS_URL=redis://127.0.0.1:%d/0", redisPort),
@@ -82,7 +84,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 			"CALLGATE_JWT_SECRET="+e2eJWTSecret,
 			"CALLGATE_LOG_LEVEL=warn",
 			"CALLGATE_SHUTDOWN_TIMEOUT=5s",
-		))
+		), env...))
 		c.addrs[id] = addr
 		fmt.Fprintf(&upstream, "server %s max_fails=3 fail_timeout=10s;\n", addr)
 	}

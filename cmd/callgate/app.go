@@ -23,7 +23,11 @@ import (
 	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/pubsub"
 	"github.com/callgate/callgate/topics"
+	"github.com/callgate/callgate/viewer"
 )
+
+// viewerPath is where --viewer serves the live call viewer.
+const viewerPath = "/viewer/"
 
 // app is one running gateway instance: its Redis, bus, sockets and HTTP
 // server, wired together.
@@ -169,6 +173,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	e.GET("/readyz", a.ready)
 	for _, name := range cfg.Topics {
 		e.GET("/ws/"+name, echo.WrapHandler(a.gw.TopicHandler(name)))
+	}
+	if cfg.Viewer {
+		// A static page: it authenticates its sockets as any client does.
+		v := echo.WrapHandler(viewer.Handler(viewerPath))
+		e.Any(strings.TrimSuffix(viewerPath, "/"), v)
+		e.Any(viewerPath+"*", v)
 	}
 	api := e.Group("/api", httpapi.RequireAPIKey(cfg.APIKeys))
 	handler.Register(e, api)

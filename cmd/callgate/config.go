@@ -44,6 +44,9 @@ type config struct {
 	Topics                 []string
 	MaxTopicBytes          int64
 	TopicOrgs              []string
+	// Viewer serves the live call viewer at /viewer/; on by default
+	// with --dev.
+	Viewer bool
 
 	DebugAddr             string
 	HTTPReadHeaderTimeout time.Duration
@@ -147,6 +150,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(listValue{&c.Topics}, "topics", "state topics served at /ws/<name> and /api/topics/<name>, comma-separated")
 	fs.Int64Var(&c.MaxTopicBytes, "max-topic-bytes", topics.DefaultMaxBytes, "largest topic state in bytes")
 	fs.Var(listValue{&c.TopicOrgs}, "topic-orgs", "topics readable only by tokens of one org, as topic=org, comma-separated")
+	fs.BoolVar(&c.Viewer, "viewer", false, "serve the live call viewer page at /viewer/ (on by default with --dev)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); keep it private")
 	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time to read a request's headers (slowloris)")
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", 2*time.Minute, "time to read a whole request, body included (post-call bodies are large)")
@@ -212,6 +216,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	// machine reaches it unless --addr (or CALLGATE_ADDR) says otherwise.
 	if c.Dev && !set["addr"] && getenv(envName("addr")) == "" {
 		c.Addr = devAddr
+	}
+	if c.Dev && !set["viewer"] && getenv(envName("viewer")) == "" {
+		c.Viewer = true
 	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()

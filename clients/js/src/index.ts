@@ -894,11 +894,20 @@ class CallSub implements Subscription {
     this.state = "active";
     this.retries = 0;
     this.callSid = f.call.call_sid;
-    if (f.recovered === false) this.rebase = true;
-    if (this.eventId === undefined) {
-      // Delivery starts after the call's last event: resume from there.
-      this.eventId = f.event_id ?? "0";
+    if (f.event_id !== undefined) {
+      // The events that follow continue after this position: the call's
+      // last event for a live start, the since of a resume, or where the
+      // store can go on from when it lost what this client had.
+      if (this.epoch !== undefined && f.epoch !== undefined && f.epoch !== this.epoch) this.past.add(this.epoch);
+      this.eventId = f.event_id;
       this.epoch = f.epoch;
+    } else {
+      // An older gateway: after recovered:false, take whatever comes next.
+      if (f.recovered === false) this.rebase = true;
+      if (this.eventId === undefined) {
+        this.eventId = "0";
+        this.epoch = f.epoch;
+      }
     }
     this.setRecord(f.call);
     safely(this.o.onSubscribed, f.call, f.recovered);
@@ -922,7 +931,7 @@ class CallSub implements Subscription {
     if (this.state === "closed") return;
     if (this.epoch !== undefined && this.epoch !== f.epoch) this.past.add(this.epoch);
     this.epoch = f.epoch;
-    this.eventId = "0";
+    this.eventId = f.event_id ?? "0";
     this.rebase = false;
     this.lost("reset", f.epoch);
   }
