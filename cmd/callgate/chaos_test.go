@@ -768,9 +768,23 @@ func TestChaos(t *testing.T) {
 			touched = append(touched, to)
 			what = fmt.Sprintf("failover of %s to %s (slot %d of %s)", owner, to, slots.Slot(keys.Pos(sid)), sid)
 		case "migrate":
+			// Two busy slots of a shard no fault has touched yet.
 			sid, owner := callOn(touched...)
-			to := srv.MigrateSlot(t, keys.Pos(sid))
-			what = fmt.Sprintf("migrate slot %d of %s from %s to %s", slots.Slot(keys.Pos(sid)), sid, owner, to)
+			picked := []string{sid}
+			for _, other := range all {
+				if len(picked) == 2 {
+					break
+				}
+				if slots.Slot(keys.Pos(other)) != slots.Slot(keys.Pos(sid)) && srv.SlotOwner(t, keys.Pos(other)) == owner {
+					picked = append(picked, other)
+				}
+			}
+			var moved []string
+			for _, m := range picked {
+				to := srv.MigrateSlot(t, keys.Pos(m))
+				moved = append(moved, fmt.Sprintf("slot %d of %s to %s", slots.Slot(keys.Pos(m)), m, to))
+			}
+			what = fmt.Sprintf("migrate from %s: %s", owner, strings.Join(moved, ", "))
 		case "kill-primary":
 			promoted := srv.KillPrimary(t)
 			srv.RestartKilled(t)
