@@ -563,9 +563,11 @@ func TestChaos(t *testing.T) {
 		addrs = append(addrs, p.addr)
 	}
 	t.Cleanup(func() {
+		var wg sync.WaitGroup
 		for _, p := range procs {
-			p.stop()
+			wg.Go(p.stop)
 		}
+		wg.Wait()
 		if t.Failed() {
 			for i, p := range procs {
 				t.Logf("--- instance chaos-%d (%s), last lines:\n%s", i, p.addr, p.tail(60))
@@ -710,8 +712,16 @@ func TestChaos(t *testing.T) {
 	// instances stop (cleanups run after deferred calls).
 	defer func() { end(); <-pubDone; <-clientsDone }()
 
-	// limit bounds every wait of the test on the events' progress.
-	limit := time.NewTimer(8 * time.Minute)
+	// limit bounds every wait of the test on the events' progress, well
+	// within go test's -timeout: a stuck run then fails with its
+	// instances' logs, not a dump of goroutines.
+	limitAfter := 8 * time.Minute
+	if d, ok := t.Deadline(); ok {
+		// Room for the clients' last wait and the instances' shutdown.
+		left := time.Until(d)
+		limitAfter = min(limitAfter, max(left/2, left-2*time.Minute))
+	}
+	limit := time.NewTimer(limitAfter)
 	defer limit.Stop()
 	waitFor := func(what string, ch <-chan struct{}) {
 		t.Helper()
