@@ -420,18 +420,19 @@ func TestCPUProfile(t *testing.T) {
 }
 
 func TestEventTimes(t *testing.T) {
-	et := newEventTimes(3000)
-	if et.at(0, true) != nil || et.at(-1, true) != nil || et.at(4*timesChunkLen, true) != nil {
+	far := int64(2*timesChunkLen + 5)
+	et := newEventTimes(3 * timesChunkLen)
+	if et.at(0, true) != nil || et.at(-1, true) != nil || et.at(5*timesChunkLen, true) != nil {
 		t.Fatal("a slot out of bounds")
 	}
-	if et.at(2500, false) != nil {
+	if et.at(far, false) != nil {
 		t.Fatal("a slot in a chunk not made yet")
 	}
-	et.at(2500, true).start.Store(1)
+	et.at(far, true).start.Store(1)
 	et.at(7, true).start.Store(2)
 	et.at(8, true) // made, never started
-	if et.at(2500, false).start.Load() != 1 {
-		t.Fatal("slot 2500 not kept")
+	if et.at(far, false).start.Load() != 1 {
+		t.Fatal("a far slot not kept")
 	}
 	var starts []int64
 	et.each(func(e *eventTime) { starts = append(starts, e.start.Load()) })

@@ -20,7 +20,9 @@ type eventTimes struct {
 	chunks []atomic.Pointer[timesChunk]
 }
 
-const timesChunkLen = 1024
+// timesChunkLen is small enough for thousands of calls with a few events
+// each, large enough that a million events of one call make 16k chunks.
+const timesChunkLen = 64
 
 type timesChunk [timesChunkLen]eventTime
 
