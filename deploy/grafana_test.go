@@ -25,6 +25,8 @@ var metricNames = []string{
 	"callgate_redis_reconnects_total",
 	"callgate_webhook_unverified_bytes",
 	"callgate_webhook_busy_total",
+	"callgate_bus_messages_total",
+	"callgate_bus_messages_followed_total",
 }
 
 // histograms are the metrics of metricNames that are histograms, exported

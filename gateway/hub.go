@@ -185,16 +185,17 @@ func (h *hub) forgetIfIdle(s *hubShard, cs *channelState) {
 // call's numbering went back: the channel then catches up from history,
 // holding live frames meanwhile. An org notice on the channel makes the
 // followers that may no longer see the call lose their subscriptions.
-func (h *hub) deliver(channel string, payload []byte) int {
+// It returns how many connections it queued payload for, and whether
+// any local connection followed the channel.
+func (h *hub) deliver(channel string, payload []byte) (n int, followed bool) {
 	seq, epoch, ok := wire.Parse(payload)
 	if !ok {
 		if org, ok := wire.ParseOrgNotice(payload); ok {
-			h.orgChanged(channel, org)
-			return 0
+			return 0, h.orgChanged(channel, org)
 		}
 		h.srv.log.Warn("bus message without an event_id dropped", "channel", channel)
 		h.srv.metrics.dropped.Add(1)
-		return 0
+		return 0, false
 	}
 	p := Position{epoch, seq}
 	s := h.shard(channel)
@@ -202,13 +203,14 @@ func (h *hub) deliver(channel string, payload []byte) int {
 	defer s.mu.Unlock()
 	cs := s.chans[channel]
 	if cs == nil {
-		return 0
+		return 0, false
 	}
+	followed = len(cs.subs) > 0
 	if cs.syncing || cs.lost {
 		cs.held = append(cs.held, heldFrame{p, payload})
-		return 0
+		return 0, followed
 	}
-	n, gap := 0, false
+	gap := false
 	out := outFrame{data: payload, published: wire.PublishedAt(payload)}
 	for c, f := range cs.subs {
 		switch {
@@ -239,16 +241,18 @@ func (h *hub) deliver(channel string, payload []byte) int {
 		cs.held = append(cs.held, heldFrame{p, payload})
 		h.requestCatchUp(cs)
 	}
-	return n
+	return n, followed
 }
 
 // orgChanged handles an org notice on channel: the call now belongs to
-// org.
-func (h *hub) orgChanged(channel, org string) {
+// org. It reports whether the channel had followers.
+func (h *hub) orgChanged(channel, org string) (followed bool) {
 	h.locked(channel, func(_ *hubShard, cs *channelState) {
+		followed = len(cs.subs) > 0
 		cs.org = org
 		h.checkOrgs(cs)
 	})
+	return followed
 }
 
 // checkOrgs ends the subscriptions of the followers of cs that may not

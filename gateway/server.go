@@ -24,10 +24,18 @@ type Stats struct {
 	Dropped int64
 	// Overflows counts sockets cut off with CloseSendQueueOverflow.
 	Overflows int64
+	// BusMessages counts the messages the bus handed to Deliver: call
+	// events, org notices and topic states. BusFollowed counts those of
+	// them on a channel at least one local connection followed when the
+	// message came: BusMessages / BusFollowed is how many messages the
+	// instance received from Redis for each one it needed.
+	BusMessages int64
+	BusFollowed int64
 }
 
 type metrics struct {
 	connections, subscriptions, delivered, dropped, overflows atomic.Int64
+	busMessages, busFollowed                                  atomic.Int64
 }
 
 // Server accepts client connections and fans bus messages out to them.
@@ -114,12 +122,18 @@ func (s *Server) sees(connOrg, callOrg string) bool {
 // Deliver fans payload out to the local connections following channel. It
 // never blocks; it is the bus's message handler.
 func (s *Server) Deliver(channel string, payload []byte) {
+	s.metrics.busMessages.Add(1)
+	var followed bool
 	if t := s.topicsByChannel[channel]; t != nil {
-		s.deliverTopic(t, payload)
-		return
+		followed = s.deliverTopic(t, payload)
+	} else {
+		var n int
+		n, followed = s.hub.deliver(channel, payload)
+		s.metrics.delivered.Add(int64(n))
 	}
-	n := s.hub.deliver(channel, payload)
-	s.metrics.delivered.Add(int64(n))
+	if followed {
+		s.metrics.busFollowed.Add(1)
+	}
 }
 
 // unsubscribe releases one bus reference of c to channel.
@@ -140,6 +154,8 @@ func (s *Server) Stats() Stats {
 		Delivered:     s.metrics.delivered.Load(),
 		Dropped:       s.metrics.dropped.Load(),
 		Overflows:     s.metrics.overflows.Load(),
+		BusMessages:   s.metrics.busMessages.Load(),
+		BusFollowed:   s.metrics.busFollowed.Load(),
 	}
 }
 

@@ -595,3 +595,26 @@ func TestClientCloseDropsTheBacklog(t *testing.T) {
 		t.Fatalf("after the first event: %.60s, %v; want the echo of 1000", data, err)
 	}
 }
+
+// TestBusMessagesCounted: every bus message is counted, and those on a
+// channel a local connection follows apart.
+func TestBusMessagesCounted(t *testing.T) {
+	srv, bus, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	c.MustSubscribe("a", "EL_1")
+	mem.publish(srv, "EL_1", "")
+	mem.publish(srv, "EL_2", "") // nobody follows EL_2 here
+	mem.publish(srv, "EL_1", "")
+	for _, want := range []string{"1", "2"} {
+		if f := c.Expect("event"); f.EventID != want {
+			t.Fatalf("got %s, want event %s", f.Raw, want)
+		}
+	}
+	c.Send(map[string]string{"type": "unsubscribe", "id": "u", "call": "EL_1"})
+	c.Expect("unsubscribed")
+	bus.waitRefs(t, 0)
+	mem.publish(srv, "EL_1", "") // left: received, not needed
+	if s := srv.Stats(); s.BusMessages != 4 || s.BusFollowed != 2 {
+		t.Fatalf("bus messages %d, followed %d; want 4 and 2", s.BusMessages, s.BusFollowed)
+	}
+}

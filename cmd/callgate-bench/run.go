@@ -129,9 +129,10 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 		return n
 	}
 
-	watch := newProcWatch(cfg.PIDs)
-	watch.start()
-	cpu0 := selfCPU()
+	m, err := b.startMeasuring(ctx, true)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	p.phase("publishing")
 	stop := make(chan struct{})
@@ -146,11 +147,16 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	end := time.Now()
-	res.Processes, res.Machine = watch.finish()
-	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
+	m.finish(ctx, res, "webhook", b.published.Load())
 	res.Connections.OpenAtEnd = int(b.open.Load())
 	p.phase("closing")
 	closeAll(socks)
+	// Every reader and every webhook has returned: the transcripts that
+	// came before their webhook's answer can be timed now.
+	for _, s := range socks {
+		s.settle()
+	}
+	b.webhookStages(cs)
 
 	res.PublishSeconds = round3(published.Sub(start).Seconds())
 	res.Seconds = round3(end.Sub(start).Seconds())
@@ -175,6 +181,13 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	d.Reordered = b.reordered.Load()
 	d.PerSecond = perSecond(d.Delivered, end.Sub(start))
 	d.Latency = b.latencyH.Summary()
+	d.FromHTTPStart = b.fromStartH.Summary()
+	d.Stages = stages(&b.fromStartH, []namedHist{
+		{"http start -> publish", &b.startToPublishH},
+		{"publish -> socket read", &b.latencyH},
+	})
+	d.Untimed = b.untimed.Load()
+	d.StatusEvents = b.statuses.Load()
 	res.Deliveries = d
 	res.Connections.Subscribed = len(socks)
 	if total := res.totalCPU(); total > 0 && d.Delivered > 0 {
@@ -195,9 +208,10 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 	// the growth is the sockets' and subscriptions' own. The API's
 	// keep-alive connections are not part of it.
 	b.http.CloseIdleConnections()
-	watch := newProcWatch(cfg.PIDs)
-	watch.start()
-	cpu0 := selfCPU()
+	m, err := b.startMeasuring(ctx, false)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	p.phase(fmt.Sprintf("connecting %d sockets", len(cs)))
 	socks := b.connect(ctx, len(cs), func(i int) *callState { return cs[i] })
@@ -219,8 +233,7 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 			open++
 		}
 	}
-	res.Processes, res.Machine = watch.finish()
-	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
+	m.finish(ctx, res, "", 0)
 	res.Seconds = round3(time.Since(start).Seconds())
 	res.Connections.Subscribed = len(socks)
 	res.Connections.OpenAtEnd = open
@@ -259,9 +272,10 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	// A pair is two frames; each socket stays at 90% of the gateway's
 	// frame rate limit.
 	perSocket := rate.Limit(cfg.FrameRate * 0.9 / 2)
-	watch := newProcWatch(cfg.PIDs)
-	watch.start()
-	cpu0 := selfCPU()
+	m, err := b.startMeasuring(ctx, false)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	p.phase("churning")
 	cctx, ccancel := context.WithTimeout(ctx, cfg.Duration)
@@ -305,11 +319,10 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	res.Processes, res.Machine = watch.finish()
-	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
+	pairs := b.pairs.Load()
+	m.finish(ctx, res, "pair", pairs)
 	res.Seconds = round3(elapsed.Seconds())
 	res.Connections.OpenAtEnd = int(b.open.Load())
-	pairs := b.pairs.Load()
 	res.Churn = &Churn{
 		Pairs:       pairs,
 		PerSecond:   perSecond(pairs, elapsed),
@@ -321,6 +334,48 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	}
 	p.phase("closing")
 	return res, nil
+}
+
+// measuring samples what a run measures besides its clients, over its
+// measured phase: the --pids processes and the machine, this process's
+// CPU time, the Redis of --redis, and the gateways' bus counters.
+type measuring struct {
+	proc  *procWatch
+	redis *redisWatch
+	bus   *busWatch
+	cpu0  time.Duration
+}
+
+// startMeasuring takes the first samples; bus says whether to read the
+// gateways' bus counters.
+func (b *bench) startMeasuring(ctx context.Context, bus bool) (*measuring, error) {
+	m := &measuring{proc: newProcWatch(b.cfg.PIDs)}
+	if b.cfg.Redis != "" {
+		w, err := startRedisWatch(ctx, b.cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errSetup, err)
+		}
+		m.redis = w
+	}
+	if bus {
+		m.bus = b.startBusWatch()
+	}
+	m.proc.start()
+	m.cpu0 = selfCPU()
+	return m, nil
+}
+
+// finish takes the last samples into res; Redis's CPU time is divided by
+// n units (webhooks or pairs).
+func (m *measuring) finish(ctx context.Context, res *Result, unit string, n int64) {
+	res.Processes, res.Machine = m.proc.finish()
+	res.BenchCPUSeconds = round3((selfCPU() - m.cpu0).Seconds())
+	if m.redis != nil {
+		res.Redis = m.redis.finish(ctx, unit, n)
+	}
+	if m.bus != nil {
+		res.Bus = m.bus.finish()
+	}
 }
 
 func perSecond(n int64, d time.Duration) float64 {

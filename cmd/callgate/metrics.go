@@ -61,6 +61,10 @@ func newMetrics(a *app) *metrics {
 			func() float64 { return float64(a.calls.WebhooksBusy()) }),
 		counter("callgate_redis_reconnects_total", "Times the Redis subscriber connection was restored after a failure.",
 			func() float64 { return float64(a.bus.Reconnects()) }),
+		counter("callgate_bus_messages_total", "Messages received from Redis Pub/Sub: call events and topic states.",
+			func() float64 { return float64(a.gw.Stats().BusMessages) }),
+		counter("callgate_bus_messages_followed_total", "Messages received from Redis Pub/Sub on a channel that a local connection followed; the total divided by this is how many messages the instance received for each one it needed.",
+			func() float64 { return float64(a.gw.Stats().BusFollowed) }),
 	)
 	return m
 }

@@ -88,6 +88,8 @@ func TestMetricsMatchWhatHappened(t *testing.T) {
 		"callgate_publish_to_socket_seconds_count":                                       12,
 		"callgate_send_queue_overflows_total":                                            0,
 		"callgate_redis_reconnects_total":                                                0,
+		"callgate_bus_messages_total":                                                    4,
+		"callgate_bus_messages_followed_total":                                           4,
 	}
 	for name, v := range want {
 		if got, ok := m[name]; !ok || got != v {
