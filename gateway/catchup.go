@@ -123,7 +123,7 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 				}
 			}
 			f.join, f.pos = nil, j.start
-			c.enqueue(j.reply(read, f.pos, j.recovered))
+			c.enqueueFrame(outFrame{data: j.reply(read, f.pos, j.recovered), call: cs.key, pos: f.pos})
 			j.done <- nil
 		} else if !h.srv.sees(c.org(), read.Org) {
 			h.revoke(cs, c, f)
@@ -132,9 +132,9 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 			// The store lost the last events this follower had, and
 			// numbering goes on from its last: tell the follower.
 			f.pos = last
-			c.enqueue(resetFor(cs.key, last))
+			c.enqueueFrame(resetFor(cs.key, last))
 		}
-		var batch [][]byte
+		var batch []outFrame
 		queue := func(p Position, frame []byte) {
 			if !f.pos.Less(p) {
 				return
@@ -143,7 +143,7 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 				// Numbering went back: a new epoch.
 				batch = append(batch, resetFor(cs.key, Position{p.Epoch, p.Seq - 1}))
 			}
-			batch = append(batch, frame)
+			batch = append(batch, outFrame{data: frame, call: cs.key, pos: p})
 			f.pos = p
 		}
 		for _, e := range read.Events {

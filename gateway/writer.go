@@ -40,6 +40,12 @@ type outFrame struct {
 	control bool
 	// close: this is the close frame; nothing follows it.
 	close bool
+	// call and pos say which call the frame moves forward, and to which
+	// position (events, and the subscribed and reset replies); call is
+	// empty for other frames. A stream's writer builds its event ids
+	// from them (see sse.go).
+	call string
+	pos  Position
 }
 
 var pingFrame = []byte{0x89, 0x00}
@@ -171,6 +177,7 @@ func (f *flusher) run() {
 type writeScratch struct {
 	hdrs []byte
 	bufs [][]byte
+	ends []int // buildStream: where each header ends in hdrs
 	sys  sysScratch
 }
 
@@ -239,7 +246,15 @@ func (c *conn) flush(w *writeScratch) {
 	if frames == nil {
 		return
 	}
-	bufs, total := w.build(frames)
+	var (
+		bufs  [][]byte
+		total int
+	)
+	if c.stream != nil {
+		bufs, total = w.buildStream(c, frames)
+	} else {
+		bufs, total = w.build(frames)
+	}
 	if !c.wmu.TryLock() {
 		// Gorilla is writing a control frame.
 		go c.finishWrite(remainder(bufs, 0), frames, false)
