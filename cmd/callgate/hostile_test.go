@@ -89,8 +89,7 @@ func TestHostileInput(t *testing.T) {
 	published := 0
 	publish := func() {
 		published++
-		ev := json.RawMessage(fmt.Sprintf(`{"type":"interruption","interruption_event":{"event_id":%d}}`, published))
-		in.mustPublish("/webhooks/transcription", liveBody("call_sid", "EL_acme", ev))
+		in.mustPublish("/webhooks/transcription", interruption("EL_acme", published))
 	}
 
 	// Tokens refused at the handshake.
@@ -341,8 +340,7 @@ func TestHostileStreamInput(t *testing.T) {
 	published := 0
 	publish := func() {
 		published++
-		ev := json.RawMessage(fmt.Sprintf(`{"type":"interruption","interruption_event":{"event_id":%d}}`, published))
-		in.mustPublish("/webhooks/transcription", liveBody("call_sid", "EL_acme", ev))
+		in.mustPublish("/webhooks/transcription", interruption("EL_acme", published))
 	}
 	acme := "token=" + token(t, "u", "acme")
 	calls101 := make([]string, 101)
