@@ -55,7 +55,9 @@ type e2eCluster struct {
 	http      *http.Client
 }
 
-func startE2ECluster(t *testing.T) *e2eCluster {
+// startE2ECluster starts the cluster; extra is added to nginx's
+// per-environment server configuration (a test's own locations).
+func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
 	t.Helper()
 	nginxBin, redisBin := requireTools(t)
 	bin := buildCallgate(t)
@@ -111,7 +113,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 	files := map[string]string{
 		"nginx.conf":             string(main),
 		"callgate/upstream.conf": upstream.String(),
-		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort),
+		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort) + strings.Join(extra, "\n"),
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(prefix, name), []byte(content), 0o644); err != nil {
