@@ -85,7 +85,9 @@
 // the first group. conn.wmu is held across a blocking write, and a flusher
 // goroutine may hand it to a finishWrite goroutine; flusher goroutines
 // only TryLock it, so they never wait for a socket (finishWrite does). conn.closeOnce and
-// conn.finishOnce run only close(). Frames are queued under Server.mu
+// conn.finishOnce run only close() (finishOnce also half-closes a
+// stream's connection, which takes no lock), and finish is never called
+// with a lock held. Frames are queued under Server.mu
 // (Shutdown's close frames), topicState.mu (so each connection gets a
 // topic's versions in order) and hubShard.mu (so it gets a call's events
 // in order), which is why queueing never blocks.

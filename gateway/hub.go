@@ -209,7 +209,7 @@ func (h *hub) deliver(channel string, payload []byte) int {
 		return 0
 	}
 	n, gap := 0, false
-	out := outFrame{data: payload, published: wire.PublishedAt(payload), call: cs.key, pos: p}
+	out := outFrame{data: payload, meta: &frameMeta{published: wire.PublishedAt(payload), call: cs.key, pos: p}}
 	for c, f := range cs.subs {
 		switch {
 		case f.pos.Epoch == p.Epoch && p.Seq == f.pos.Seq+1, f.pos == none && p.Seq == 1:
@@ -346,5 +346,5 @@ func positionFields(p Position) (epoch, eventID string) {
 // that follow continue after p.
 func resetFor(call string, p Position) outFrame {
 	epoch, id := positionFields(p)
-	return outFrame{data: encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id}), call: call, pos: p}
+	return outFrame{data: encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id}), meta: &frameMeta{call: call, pos: p}}
 }

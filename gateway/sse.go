@@ -26,7 +26,7 @@ package gateway
 // calls, the position each call reached in the events written so far:
 // <epoch>-<event_id>, comma-separated. It is exactly what the client sends
 // back (Last-Event-ID, or ?since=) to resume every call where it was. The
-// writer builds it from outFrame.call and pos as it writes, in queue order,
+// writer builds it from each frame's meta (call, pos) as it writes, in queue order,
 // so it needs no lock: the writer role is one goroutine at a time. A call
 // whose subscribed event is not written yet shows the position the
 // request gave for it (empty for none).
@@ -488,8 +488,8 @@ func (w *writeScratch) buildStream(c *conn, frames []outFrame) ([][]byte, int) {
 // frame moves a call or the topic forward, its name, and "data: ".
 func (st *sseStream) appendHead(b []byte, topic *topicState, f outFrame) []byte {
 	switch {
-	case f.call != "":
-		b = st.appendID(b, f.call, f.pos)
+	case f.meta != nil:
+		b = st.appendID(b, f.meta.call, f.meta.pos)
 	case topic != nil:
 		if v, ok := topic.versionOf(f.data); ok {
 			b = append(b, "id: "...)

@@ -51,9 +51,9 @@ func TestBuildStream(t *testing.T) {
 		pos: make([]Position, 2), known: make([]bool, 2)}}
 	frames := []outFrame{
 		{data: []byte(`{"type":"welcome"}`)},
-		{data: []byte(`{"type":"subscribed"}`), call: "A", pos: Position{1, 0}},
+		{data: []byte(`{"type":"subscribed"}`), meta: &frameMeta{call: "A", pos: Position{1, 0}}},
 		{data: keepaliveComment, control: true},
-		{data: []byte(`{"type":"event","event_id":"1","epoch":"1","event":"status","data":{}}`), call: "A", pos: Position{1, 1}},
+		{data: []byte(`{"type":"event","event_id":"1","epoch":"1","event":"status","data":{}}`), meta: &frameMeta{call: "A", pos: Position{1, 1}}},
 		{data: []byte("{\"type\":\"x\",\n\"a\":1}")},
 		{data: streamClose(1001, "bye"), control: true, close: true},
 	}
