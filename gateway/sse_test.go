@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -492,4 +493,68 @@ func TestStreamOfACallHiddenLater(t *testing.T) {
 		t.Fatalf("ended with %v", err)
 	}
 	bus.waitRefs(t, 0)
+}
+
+// expiringAuth accepts any token for user u, expiring after ttl.
+type expiringAuth struct{ ttl time.Duration }
+
+func (a expiringAuth) Authenticate(string) (gateway.Identity, error) {
+	return gateway.Identity{User: "u", Expires: time.Now().Add(a.ttl)}, nil
+}
+
+// TestStreamTokenExpires: a stream is warned before its token expires,
+// and ends at expiry with the close event 4002; EventSource cannot
+// refresh a token, so the client opens a new stream with a fresh one.
+func TestStreamTokenExpires(t *testing.T) {
+	_, _, base := startStreams(t, gateway.Config{Authenticator: expiringAuth{ttl: 2 * time.Second}, TokenWarning: 1900 * time.Millisecond})
+	s := follow(t, base+"/sse/calls/EL_1?token=t")
+	if ev := s.Expect("token_expiring"); ev.Frame.Type != "token_expiring" {
+		t.Fatalf("token_expiring %+v", ev)
+	}
+	if ev := s.Expect("close"); !strings.Contains(ev.Data, `"code":4002`) {
+		t.Fatalf("close %s", ev.Data)
+	}
+	if err := s.Ended(); !ssetest.CleanEnd(err) {
+		t.Fatalf("ended with %v", err)
+	}
+}
+
+// TestShutdownEndsWhatItsStreamOverlapped: a stream whose request was
+// being checked when Shutdown closed the others starts, and ends at once
+// with the close event 1001, rather than staying open until Shutdown's
+// deadline.
+func TestShutdownEndsWhatItsStreamOverlapped(t *testing.T) {
+	auth := heldAuthenticator{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv, _, base := startStreams(t, gateway.Config{Authenticator: auth})
+	opened := make(chan *ssetest.Stream, 1)
+	go func() {
+		s, status, body, err := ssetest.Request(t, base+"/sse/calls/EL_1?token=t", nil)
+		if err != nil || s == nil {
+			t.Errorf("stream: %d %s %v", status, body, err)
+		}
+		opened <- s
+	}()
+	<-auth.entered
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ssetest.Wait)
+		defer cancel()
+		stopped <- srv.Shutdown(ctx)
+	}()
+	for !srv.Draining() {
+		runtime.Gosched()
+	}
+	close(auth.release)
+	s := <-opened
+	if s == nil {
+		t.FailNow()
+	}
+	s.Expect("welcome")
+	s.Expect("subscribed")
+	if ev := s.Expect("close"); !strings.Contains(ev.Data, `"code":1001`) {
+		t.Fatalf("close %s", ev.Data)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 }

@@ -95,3 +95,24 @@ func TestStreamResumeAcrossInstances(t *testing.T) {
 		t.Errorf(`callgate_connections{transport="sse"} = %v on the instance with one stream, want 1`, got)
 	}
 }
+
+// TestTopicStream: a topic's stream gets the current state at once, then
+// each change published through another instance, with the version as
+// the event id.
+func TestTopicStream(t *testing.T) {
+	_, ins := startCluster(t, 2)
+	if status, out := ins[0].putTopic("routes", `{"r":1}`); status != 200 {
+		t.Fatalf("PUT: %d %v", status, out)
+	}
+	s := ssetest.Dial(t, ins[1].url+"/sse/routes", nil)
+	s.Expect("welcome")
+	first := s.Expect("state")
+	epoch, _, _ := strings.Cut(first.ID, "-")
+	if first.ID != epoch+"-1" || !strings.Contains(first.Data, `"data":{"r":1}`) {
+		t.Fatalf("state %+v", first)
+	}
+	ins[0].putTopic("routes", `{"r":2}`)
+	if ev := s.Expect("state"); ev.ID != epoch+"-2" || !strings.Contains(ev.Data, `"data":{"r":2}`) {
+		t.Fatalf("state %+v", ev)
+	}
+}
