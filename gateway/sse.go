@@ -174,6 +174,9 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, topic *topi
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
+	// A stream's client sends nothing, so silence does not tell that it
+	// is gone; a keepalive that goes unacknowledged does.
+	setUserTimeout(c.raw, streamUserTimeout(&s.cfg))
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	if s.draining {
@@ -340,6 +343,13 @@ func parseResume(r *http.Request, n int) ([]resumeAt, *frameError) {
 func decimalString(s string) (int64, bool) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil && n >= 0 && s == strconv.FormatInt(n, 10)
+}
+
+// streamUserTimeout is how long a stream's written data may go
+// unacknowledged before its connection is dropped: three keepalive
+// periods and a write's bound.
+func streamUserTimeout(cfg *Config) time.Duration {
+	return 3*cfg.StreamKeepalive + cfg.WriteWait
 }
 
 // streamStatus is the HTTP status of a refusal before a stream starts.
