@@ -19,7 +19,7 @@
 //	auth.go        tokens, identities, per-user limits
 //	queue.go       the send queue and how a connection ends
 //	writer.go      the flusher: how queued frames reach the sockets
-//	write_linux.go the non-blocking writev (write_other.go: none elsewhere)
+//	write_linux.go the non-blocking writev, a stream socket's user timeout (write_other.go: neither)
 //	ping.go        the pinger
 //	hub.go         local subscriptions, ordering and catch-up from history
 //	topic.go       state topics
