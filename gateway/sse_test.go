@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,6 +56,9 @@ func startStreams(t *testing.T, cfg gateway.Config) (*gateway.Server, *memBus, s
 
 // named is the extra part of a test event frame that names it.
 const named = `,"event":"transcript"`
+
+// of is named with the call_sid of call key.
+func of(key string) string { return named + `,"call_sid":"` + key + `"` }
 
 // expectEvent reads the next event and checks it is the call event of
 // call and event_id id, with the stream id given.
@@ -149,23 +154,25 @@ func TestStreamOfSeveralCalls(t *testing.T) {
 	s.Expect("welcome")
 	expectSubscribed(t, s, "0-0,", nil)
 	expectSubscribed(t, s, "0-0,0-0", nil)
-	mem.publish(srv, "EL_1", named)
+	mem.publish(srv, "EL_1", of("EL_1"))
 	expectEvent(t, s, "EL_1", "1", "1-1,0-0")
-	mem.publish(srv, "EL_2", named)
+	mem.publish(srv, "EL_2", of("EL_2"))
 	expectEvent(t, s, "EL_2", "1", "1-1,1-1")
-	mem.publish(srv, "EL_2", named)
+	mem.publish(srv, "EL_2", of("EL_2"))
 	expectEvent(t, s, "EL_2", "2", "1-1,1-2")
 	s.Close()
-	mem.publish(srv, "EL_1", named)
-	mem.publish(srv, "EL_2", named)
+	mem.publish(srv, "EL_1", of("EL_1"))
+	mem.publish(srv, "EL_2", of("EL_2"))
 
 	r := ssetest.Dial(t, base+"/sse/calls?call=EL_1&call=EL_2", http.Header{"Last-Event-ID": {"1-1,1-2"}})
 	r.Expect("welcome")
-	expectSubscribed(t, r, "1-1,1-2", ptr(true))
-	expectEvent(t, r, "EL_1", "2", "1-2,1-2")
-	expectSubscribed(t, r, "1-2,1-2", ptr(true))
-	expectEvent(t, r, "EL_2", "3", "1-2,1-3")
-	mem.publish(srv, "EL_1", named)
+	// Each call's subscribed event, then what it missed; the two calls'
+	// events may interleave.
+	got := byCall(r.Follow([]string{"EL_1", "EL_2"}, []string{"1-1", "1-2"}, 4))
+	if want := map[string][]string{"EL_1": {"subscribed 1-1 true", "event 1-2"}, "EL_2": {"subscribed 1-2 true", "event 1-3"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("resumed: %v, want %v", got, want)
+	}
+	mem.publish(srv, "EL_1", of("EL_1"))
 	expectEvent(t, r, "EL_1", "3", "1-3,1-3")
 
 	// A position for one call only: the other starts now.
@@ -174,6 +181,24 @@ func TestStreamOfSeveralCalls(t *testing.T) {
 	expectSubscribed(t, q, "1-3,1-2", nil)
 	expectSubscribed(t, q, "1-3,1-2", ptr(true))
 	expectEvent(t, q, "EL_1", "3", "1-3,1-3")
+}
+
+// byCall lists, per call, what the events of a stream of calls said:
+// "subscribed <position> <recovered>" or "event <position>".
+func byCall(evs []ssetest.Event) map[string][]string {
+	out := map[string][]string{}
+	for _, ev := range evs {
+		call, pos, ok := ev.Position()
+		if !ok {
+			continue
+		}
+		what := ev.Frame.Type + " " + pos
+		if r := ev.Frame.Recovered; r != nil {
+			what += " " + strconv.FormatBool(*r)
+		}
+		out[call] = append(out[call], what)
+	}
+	return out
 }
 
 // fakeAuth accepts tokens "user" and "user@org"; any other is invalid.

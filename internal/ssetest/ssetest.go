@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -318,4 +319,54 @@ func Parse(body []byte) ([]Event, error) {
 		}
 		out = append(out, ev)
 	}
+}
+
+// Position is where an event or subscribed event puts its call, as a
+// stream's id shows it: <epoch>-<event_id>; and the call's call_sid. ok
+// is false for other events.
+func (ev Event) Position() (call, pos string, ok bool) {
+	f := ev.Frame
+	switch f.Type {
+	case "event", "reset":
+		call = f.CallSID
+	case "subscribed":
+		var rec struct {
+			CallSID string `json:"call_sid"`
+		}
+		if json.Unmarshal(f.Call, &rec) != nil {
+			return "", "", false
+		}
+		call = rec.CallSID
+	default:
+		return "", "", false
+	}
+	return call, f.Epoch + "-" + f.EventID, true
+}
+
+// Follow reads n events of a stream of the calls keys (call_sids, in the
+// order of its URL), whose positions start at at (as the stream's id shows
+// them), and checks that each event that moves a call carries the id of
+// every call's position after it: the calls' events may interleave in any
+// order, but each id is exact. It returns the events.
+func (s *Stream) Follow(keys, at []string, n int) []Event {
+	s.t.Helper()
+	cur := append([]string(nil), at...)
+	var out []Event
+	for range n {
+		ev := s.Next()
+		out = append(out, ev)
+		call, pos, ok := ev.Position()
+		if !ok {
+			continue
+		}
+		i := slices.Index(keys, call)
+		if i < 0 {
+			s.t.Fatalf("event of %s, not a call of the stream %v: %s", call, keys, ev.Data)
+		}
+		cur[i] = pos
+		if want := strings.Join(cur, ","); ev.ID != want {
+			s.t.Fatalf("%s of %s: id %q, want %q", ev.Name, call, ev.ID, want)
+		}
+	}
+	return out
 }
