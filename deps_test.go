@@ -18,6 +18,13 @@ func TestDependencyDirection(t *testing.T) {
 		"auth":    {"gateway", "calls", "pubsub", "topics", "cmd/", "github.com/redis/go-redis"},
 		"calls":   {"gateway", "topics", "cmd/", "github.com/gorilla/websocket"},
 		"topics":  {"gateway", "calls", "pubsub", "cmd/", "github.com/gorilla/websocket"},
+		// callgate tail is a client of the protocol: sockets, no server.
+		"internal/tail": {"gateway", "calls", "pubsub", "topics", "auth", "cmd/",
+			"github.com/redis/go-redis", "github.com/labstack/echo"},
+		// The viewer is a static page: it knows the gateway only through
+		// the client it embeds.
+		"viewer": {"gateway", "calls", "pubsub", "topics", "auth", "cmd/",
+			"github.com/gorilla/websocket", "github.com/redis/go-redis", "github.com/labstack/echo"},
 		// The event frame's format: the standard library only.
 		"internal/wire": {"gateway", "calls", "pubsub", "topics", "auth", "cmd/",
 			"github.com/gorilla/websocket", "github.com/redis/go-redis", "github.com/labstack/echo"},

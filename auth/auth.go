@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/MicahParks/keyfunc/v2"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -64,11 +66,61 @@ type Verifier struct {
 	jwks    *keyfunc.JWKS
 }
 
-// claims are the claims callgate reads.
+// claims are the claims callgate reads. The jwt parser decodes them with
+// encoding/json, which would match "ORG" as org, let the last of a
+// repeated claim win, and take "exp":"1893456000" as a date;
+// UnmarshalJSON decodes them exactly instead (see decodeClaims).
 type claims struct {
-	jwt.RegisteredClaims
-	Name string `json:"name"`
-	Org  string `json:"org"`
+	Subject   string           `json:"sub"`
+	Issuer    string           `json:"iss"`
+	Audience  jwt.ClaimStrings `json:"aud"`
+	ExpiresAt *numericDate     `json:"exp"`
+	NotBefore *numericDate     `json:"nbf"`
+	IssuedAt  *numericDate     `json:"iat"`
+	Name      string           `json:"name"`
+	Org       string           `json:"org"`
+}
+
+var _ jwt.Claims = (*claims)(nil)
+
+// UnmarshalJSON decodes the claims with go-json-experiment/json (Go's
+// encoding/json/v2): names match exactly, a repeated name or invalid UTF-8
+// refuses the token, and the dates must be numbers. Unknown claims are
+// ignored.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	type plain claims
+	return jsonv2.Unmarshal(b, (*plain)(c))
+}
+
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date(), nil }
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.date(), nil }
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.date(), nil }
+func (c *claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *claims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+// numericDate is RFC 7519's NumericDate: a JSON number of seconds since
+// the epoch. jwt.NumericDate also takes a string of digits, which the RFC
+// does not allow and which no issuer should send.
+type numericDate struct{ jwt.NumericDate }
+
+func (d *numericDate) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	val, err := dec.ReadValue()
+	if err != nil {
+		return err
+	}
+	if val.Kind() != '0' {
+		return fmt.Errorf("a date claim must be a JSON number (RFC 7519 NumericDate), not %s", val.Kind())
+	}
+	return d.NumericDate.UnmarshalJSON(val)
+}
+
+// date returns d as the jwt package wants it; nil when absent.
+func (d *numericDate) date() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
 }
 
 // New returns a Verifier for cfg. With a JWKS URL it fetches the key set

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -161,5 +162,48 @@ func TestJWKS(t *testing.T) {
 func TestNeedsAKey(t *testing.T) {
 	if _, err := auth.New(context.Background(), auth.Config{}); err == nil {
 		t.Fatal("a verifier without keys was created")
+	}
+}
+
+// signRaw signs claims written as raw JSON with HS256, so that a test can
+// send what jwt.MapClaims cannot: repeated names, exact spellings.
+func signRaw(t *testing.T, secret, payload string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(unsigned, []byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return unsigned + "." + enc.EncodeToString(sig)
+}
+
+// TestClaimsAreExact: dates are JSON numbers (RFC 7519 NumericDate), names
+// match exactly and may not repeat.
+func TestClaimsAreExact(t *testing.T) {
+	v, err := auth.New(context.Background(), auth.Config{Secrets: [][]byte{[]byte("s")}, Audience: "callgate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon, past := time.Now().Add(time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
+	claimsJSON := func(extra string) string {
+		return fmt.Sprintf(`{"sub":"u1","aud":"callgate","org":"acme",%s}`, extra)
+	}
+	for name, payload := range map[string]string{
+		"exp as a string":    claimsJSON(fmt.Sprintf(`"exp":"%d"`, soon)),
+		"nbf as a string":    claimsJSON(fmt.Sprintf(`"exp":%d,"nbf":"%d"`, soon, past)),
+		"iat as a string":    claimsJSON(fmt.Sprintf(`"exp":%d,"iat":"%d"`, soon, past)),
+		"exp as a bool":      claimsJSON(`"exp":true`),
+		"expired, EXP later": claimsJSON(fmt.Sprintf(`"exp":%d,"EXP":%d`, past, soon)),
+		"exp twice":          claimsJSON(fmt.Sprintf(`"exp":%d,"exp":%d`, past, soon)),
+		"sub twice":          claimsJSON(fmt.Sprintf(`"exp":%d,"sub":"u2"`, soon)),
+	} {
+		if _, err := v.Verify(signRaw(t, "s", payload)); !errors.Is(err, auth.ErrInvalidToken) {
+			t.Errorf("%s: %v, want ErrInvalidToken", name, err)
+		}
+	}
+	id, err := v.Verify(signRaw(t, "s", claimsJSON(fmt.Sprintf(`"exp":%d.5,"nbf":%d,"iat":%d,"ORG":"globex","Sub":"u9","custom":{"x":1}`, soon, past, past))))
+	if err != nil || id.User != "u1" || id.Org != "acme" || id.Expires.Unix() != soon {
+		t.Fatalf("exact claims with other spellings next to them: %+v %v, want u1 of acme", id, err)
 	}
 }

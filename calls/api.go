@@ -1,9 +1,6 @@
 package calls
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -16,15 +13,9 @@ func (h *Handler) saveCall(c echo.Context) error {
 	if !ok {
 		return err
 	}
-	var u Update
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&u)
-	if err == nil && dec.More() {
-		err = errors.New("more than one JSON value")
-	}
+	u, code, err := decodeUpdate(body)
 	if err != nil {
-		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object with call_sid and optional conversation_id, status, org: "+err.Error())
+		return httpapi.Fail(c, http.StatusBadRequest, code, err.Error())
 	}
 	ctx := c.Request().Context()
 	saved, err := h.save(ctx, u)
@@ -46,7 +37,11 @@ func (h *Handler) saveCall(c echo.Context) error {
 }
 
 func (h *Handler) getCall(c echo.Context) error {
-	call, err := h.cfg.Store.Resolve(c.Request().Context(), c.Param("id"))
+	id, err := pathID(c)
+	if err != nil {
+		return httpapi.Fail(c, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+	}
+	call, err := h.cfg.Store.Resolve(c.Request().Context(), id)
 	if err != nil {
 		return h.storeError(c, err)
 	}

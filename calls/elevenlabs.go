@@ -26,14 +26,6 @@ func isJSONObject(body []byte) bool {
 	return false
 }
 
-// nonNull returns raw, or nil when it is absent or JSON null.
-func nonNull(raw json.RawMessage) json.RawMessage {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil
-	}
-	return raw
-}
-
 // jsonInt is an integer written either as a JSON number or as a string of
 // digits: ElevenLabs has sent event_timestamp both ways. It never fails, so
 // each caller decides whether a bad value matters.

@@ -1,7 +1,6 @@
 package calls
 
 import (
-	"encoding/json"
 	"fmt"
 )
 
@@ -39,8 +38,8 @@ type Live struct {
 }
 
 type liveBody struct {
-	CallSID        string     `json:"call_sid"`
-	ConversationID string     `json:"conversation_id"`
+	CallSID        idString   `json:"call_sid"`
+	ConversationID idString   `json:"conversation_id"`
 	Event          *liveEvent `json:"event"`
 }
 
@@ -57,7 +56,7 @@ type liveEvent struct {
 }
 
 type initiationMetadataEvent struct {
-	ConversationID string `json:"conversation_id"`
+	ConversationID idString `json:"conversation_id"`
 }
 
 type agentResponseEvent struct {
@@ -82,17 +81,26 @@ type correctionEvent struct {
 
 // DecodeLive decodes a forwarded live event:
 // {"call_sid": ..., "conversation_id": ..., "event": {...}}. At least one id
-// is required. Events of unknown ElevenLabs types decode with Kind "".
-// Errors wrap ErrMalformed.
+// is required, and ids must be exact (see idString). Keys match exactly and
+// may not repeat (see inputOptions). Events of unknown ElevenLabs types
+// decode with Kind "". Errors wrap ErrMalformed.
 func DecodeLive(body []byte) (Live, error) {
 	if !isJSONObject(body) {
 		return Live{}, fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
 	}
 	var in liveBody
-	if err := json.Unmarshal(body, &in); err != nil {
+	if err := unmarshalInput(body, &in); err != nil {
+		return Live{}, fmt.Errorf("%w: %s", ErrMalformed, inputProblem(err))
+	}
+	sid, err := in.CallSID.strict("call_sid")
+	if err != nil {
 		return Live{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	if in.CallSID == "" && in.ConversationID == "" {
+	conv, err := in.ConversationID.strict("conversation_id")
+	if err != nil {
+		return Live{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if sid == "" && conv == "" {
 		return Live{}, fmt.Errorf("%w: need call_sid or conversation_id", ErrMalformed)
 	}
 	if in.Event == nil {
@@ -104,8 +112,8 @@ func DecodeLive(body []byte) (Live, error) {
 	}
 
 	l := Live{
-		CallSID:        in.CallSID,
-		ConversationID: in.ConversationID,
+		CallSID:        sid,
+		ConversationID: conv,
 		Type:           ev.Type,
 		Final:          true,
 	}
@@ -117,14 +125,18 @@ func DecodeLive(body []byte) (Live, error) {
 	switch ev.Type {
 	case "conversation_initiation_metadata":
 		l.Kind = KindLink
-		switch {
-		case ev.Initiation == nil:
+		if ev.Initiation == nil {
 			missing = "conversation_initiation_metadata_event"
-		case ev.Initiation.ConversationID == "":
-			missing = "conversation_initiation_metadata_event.conversation_id"
-		default:
-			l.LinkConversationID = ev.Initiation.ConversationID
+			break
 		}
+		link, err := ev.Initiation.ConversationID.strict("conversation_initiation_metadata_event.conversation_id")
+		if err != nil {
+			return Live{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		if link == "" {
+			missing = "conversation_initiation_metadata_event.conversation_id"
+		}
+		l.LinkConversationID = link
 	case "agent_response":
 		l.Kind, l.Role = KindTranscript, "agent"
 		switch {

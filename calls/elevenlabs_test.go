@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -222,6 +223,38 @@ func TestDecodePostCallCases(t *testing.T) {
 			},
 		},
 		{
+			name: "keys match exactly",
+			body: `{"type":"post_call_transcription","event_timestamp":1,"data":{"conversation_id":"c","CONVERSATION_ID":"x",
+				"conversation_initiation_client_data":{"dynamic_variables":{"call_sid":"legit_call","CALL_SID":"CA_victim","Call_Sid":"CA_other"}},
+				"metadata":{"phone_call":{"Call_SID":"CA_victim"},"body":{"CallSid":"T","callsid":"CA_victim"}}}}`,
+			want: PostCall{Type: TypePostCallTranscription, EventTimestamp: 1, ConversationID: "c", CallSIDs: []string{"legit_call"}},
+		},
+		{name: "type in another case", body: `{"TYPE":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c"}}`, wantErr: true},
+		{name: "repeated dynamic call_sid", body: `{"type":"post_call_transcription","event_timestamp":1,"data":{"conversation_id":"c",
+			"conversation_initiation_client_data":{"dynamic_variables":{"call_sid":"legit_call","call_sid":"CA_victim"}}}}`, wantErr: true},
+		{name: "repeated conversation_id", body: `{"type":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c","conversation_id":"d"}}`, wantErr: true},
+		{name: "repeated type", body: `{"type":"future_event","type":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c"}}`, wantErr: true},
+		{name: "repeated key in the transcript", body: `{"type":"post_call_transcription","event_timestamp":1,"data":{"conversation_id":"c","transcript":[{"role":"user","role":"agent"}]}}`, wantErr: true},
+		{name: "repeated key in an unknown type", body: `{"type":"future_event","data":{"x":1,"x":2}}`, wantErr: true},
+		{name: "conversation id not UTF-8", body: "{\"type\":\"post_call_audio\",\"event_timestamp\":1,\"data\":{\"conversation_id\":\"c\xff\"}}", wantErr: true},
+		{name: "conversation id a lone surrogate", body: `{"type":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c\ud800"}}`, wantErr: true},
+		{name: "conversation id with a space", body: `{"type":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c d"}}`, wantErr: true},
+		{name: "dynamic call_sid not UTF-8", body: "{\"type\":\"post_call_audio\",\"event_timestamp\":1,\"data\":{\"conversation_id\":\"c\",\"conversation_initiation_client_data\":{\"dynamic_variables\":{\"call_sid\":\"CA\xfe\"}}}}", wantErr: true},
+		{name: "failure body id too long", body: `{"type":"call_initiation_failure","event_timestamp":1,"data":{"conversation_id":"c","metadata":{"body":{"CallSid":"` + strings.Repeat("A", 129) + `"}}}}`, wantErr: true},
+		{
+			name: "invalid UTF-8 in text replaced",
+			body: "{\"type\":\"post_call_transcription\",\"event_timestamp\":1,\"data\":{\"conversation_id\":\"c\"," +
+				"\"transcript\":[ {\"message\" : \"caf\xc3 \\ud800 \\ud83d\\ude00 \\u00e9\"} ],\"analysis\":{\"summary\":\"\xed\xa0\x80<b>\"}}}",
+			want: PostCall{Type: TypePostCallTranscription, EventTimestamp: 1, ConversationID: "c",
+				Transcript: json.RawMessage("[{\"message\":\"caf\ufffd \ufffd \U0001F600 \u00e9\"}]"),
+				Analysis:   json.RawMessage("{\"summary\":\"\ufffd\ufffd\ufffd<b>\"}")},
+		},
+		{
+			name: "escaped id is the same id",
+			body: `{"type":"post_call_audio","event_timestamp":1,"data":{"conversation_id":"c\u0031","metadata":{"phone_call":{"call_sid":"CA\u00e9"}}}}`,
+			want: PostCall{Type: TypePostCallAudio, EventTimestamp: 1, ConversationID: "c1", CallSIDs: []string{"CAé"}},
+		},
+		{
 			name: "body ids ignored outside failures",
 			body: `{"type":"post_call_transcription","event_timestamp":1,"data":{"conversation_id":"c","metadata":{"type":"x","body":{"call_sid":"S"}}}}`,
 			want: PostCall{Type: TypePostCallTranscription, EventTimestamp: 1, ConversationID: "c"},
@@ -363,10 +396,87 @@ func TestDecodeLiveCases(t *testing.T) {
 			want: Live{CallSID: "a", Type: "agent_response_correction", SourceEventID: 3, HasSourceEventID: true, Kind: KindTranscriptCorrection, Role: "agent", Text: "y", Final: true},
 		},
 		{
+			name: "keys match exactly",
+			body: `{"call_sid":"legit","CALL_SID":"CA_victim","Conversation_Id":"conv_victim","event":{"type":"interruption","TYPE":"agent_response","interruption_event":{"event_id":1}}}`,
+			want: Live{CallSID: "legit", Type: "interruption", SourceEventID: 1, HasSourceEventID: true, Kind: KindInterruption, Final: true},
+		},
+		{name: "repeated call_sid", body: `{"call_sid":"legit","call_sid":"CA_victim","event":{"type":"interruption","interruption_event":{"event_id":1}}}`, wantErr: true},
+		{name: "repeated key in the event", body: `{"call_sid":"a","event":{"type":"interruption","interruption_event":{"event_id":1,"event_id":2}}}`, wantErr: true},
+		{name: "call_sid not UTF-8", body: "{\"call_sid\":\"a\xff\",\"event\":{\"type\":\"interruption\",\"interruption_event\":{\"event_id\":1}}}", wantErr: true},
+		{name: "call_sid a lone surrogate", body: `{"call_sid":"a\udc00","event":{"type":"interruption","interruption_event":{"event_id":1}}}`, wantErr: true},
+		{name: "call_sid with a space", body: `{"call_sid":"a b","event":{"type":"interruption","interruption_event":{"event_id":1}}}`, wantErr: true},
+		{name: "conversation_id too long", body: `{"conversation_id":"` + strings.Repeat("c", 129) + `","event":{"type":"interruption","interruption_event":{"event_id":1}}}`, wantErr: true},
+		{name: "linked conversation not UTF-8", body: "{\"call_sid\":\"a\",\"event\":{\"type\":\"conversation_initiation_metadata\",\"conversation_initiation_metadata_event\":{\"conversation_id\":\"c\xff\"}}}", wantErr: true},
+		{
+			name: "invalid UTF-8 in text replaced",
+			body: "{\"call_sid\":\"a\",\"event\":{\"type\":\"agent_response\",\"agent_response_event\":{\"agent_response\":\"hi\xff \\udc00\"}}}",
+			want: Live{CallSID: "a", Type: "agent_response", Kind: KindTranscript, Role: "agent", Text: "hi\ufffd \ufffd", Final: true},
+		},
+		{
 			name: "unknown type",
 			body: `{"call_sid":"a","event":{"type":"ping","ping_event":{"event_id":9,"ping_ms":null}}}`,
 			want: Live{CallSID: "a", Type: "ping", Final: true},
 		},
 	}
 	runDecodeCases(t, DecodeLive, tests)
+}
+
+// TestRepeatedKeyMessage: the answer to a repeated key says which key and
+// where.
+func TestRepeatedKeyMessage(t *testing.T) {
+	_, err := DecodePostCall([]byte(`{"type":"post_call_transcription","event_timestamp":1,"data":{"conversation_id":"c",
+		"conversation_initiation_client_data":{"dynamic_variables":{"call_sid":"legit_call","call_sid":"CA_victim"}}}}`))
+	want := `duplicate key "call_sid" in /data/conversation_initiation_client_data/dynamic_variables: a key may appear only once in an object`
+	if err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("error %v, want one ending %q", err, want)
+	}
+}
+
+// TestLiveDataIsWhatJSONEncodingWrites: the data of live events, written
+// by hand on the hot path, is byte for byte what encoding/json writes for
+// the same fields, escapes included.
+func TestLiveDataIsWhatJSONEncodingWrites(t *testing.T) {
+	type transcript struct {
+		Role          string `json:"role"`
+		Text          string `json:"text"`
+		Final         bool   `json:"final"`
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	type correction struct {
+		Role          string `json:"role"`
+		Text          string `json:"text"`
+		OriginalText  string `json:"original_text"`
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	type interruption struct {
+		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	}
+	id := int64(42)
+	text := "Hé <b>\"quoted\"</b> & \\ \n\u2028 \xff"
+	for _, ev := range []Live{
+		{Kind: KindTranscript, Role: "user", Text: text, Final: true, SourceEventID: 42, HasSourceEventID: true},
+		{Kind: KindTranscript, Role: "agent", Text: "", Final: false},
+		{Kind: KindTranscriptCorrection, Role: "agent", Text: text, OriginalText: text + "!", SourceEventID: 42, HasSourceEventID: true},
+		{Kind: KindTranscriptCorrection, Role: "agent", Text: "a"},
+		{Kind: KindInterruption, SourceEventID: 42, HasSourceEventID: true},
+		{Kind: KindInterruption},
+	} {
+		var src *int64
+		if ev.HasSourceEventID {
+			src = &id
+		}
+		var v any
+		switch ev.Kind {
+		case KindTranscript:
+			v = transcript{ev.Role, ev.Text, ev.Final, src}
+		case KindTranscriptCorrection:
+			v = correction{ev.Role, ev.Text, ev.OriginalText, src}
+		default:
+			v = interruption{src}
+		}
+		want, _ := json.Marshal(v)
+		if got := liveData(nil, ev); string(got) != string(want) {
+			t.Errorf("%+v:\n got %s\nwant %s", ev, got, want)
+		}
+	}
 }

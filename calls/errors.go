@@ -21,6 +21,7 @@ const (
 	CodeConflict       = "conflict"
 	CodeBodyTooLarge   = httpapi.CodeBodyTooLarge
 	CodeUnavailable    = httpapi.CodeUnavailable
+	CodeBusy           = httpapi.CodeBusy
 )
 
 // storeError answers for an error of the store or the bus.

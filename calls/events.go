@@ -98,9 +98,14 @@ type Outcome struct {
 	// Duplicate: the event's mark was seen; nothing was published, and
 	// Position is the first delivery's.
 	Duplicate bool
-	// Call is the call's record after the step.
+	// Call is the call after the step: its call_sid, conversation_id and
+	// status.
 	Call Call
 }
+
+// outcomeFields are the fields of the call's record that a publish reads
+// back for its outcome.
+var outcomeFields = []string{"call_sid", "conversation_id", "status"}
 
 // statusData is the data of the status event that announces a start.
 var statusData = []byte(`{"status":"` + string(StatusInProgress) + `"}`)
@@ -124,6 +129,7 @@ func (e *Events) publish(ctx context.Context, sid, conv string, ev Event) (Outco
 		HistoryTTL:   e.ret.Call,
 		DedupTTL:     e.ret.Dedup,
 		Record:       e.keys.Record(sid),
+		Fields:       outcomeFields,
 		Field:        "conversation_id",
 		RawField:     "conversation_id_json",
 		FieldPrefix:  []byte(wire.ConvKey),

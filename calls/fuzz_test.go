@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func FuzzParseSignature(f *testing.F) {
@@ -40,6 +42,12 @@ func FuzzParseSignature(f *testing.F) {
 		if len(header) > maxSignatureHeaderLen {
 			t.Fatalf("accepted a %d-byte header", len(header))
 		}
+		if !utf8.ValidString(sig.T) {
+			t.Fatalf("T %q is not valid UTF-8", sig.T)
+		}
+		if strings.ContainsAny(header, " \t") {
+			t.Fatalf("accepted a header with white space: %q", header)
+		}
 		if n, perr := strconv.ParseInt(sig.T, 10, 64); perr != nil || n != sig.Timestamp || n < 0 {
 			t.Fatalf("T %q does not match Timestamp %d", sig.T, sig.Timestamp)
 		}
@@ -56,6 +64,18 @@ func FuzzParseSignature(f *testing.F) {
 			t.Fatalf("Verify = %v for a parsable header", verr)
 		}
 	})
+}
+
+// validText fails unless every string a decoder produced is valid UTF-8:
+// they end up in frames, and a browser closes a socket (1007) on a frame
+// that is not.
+func validText(t *testing.T, body []byte, texts ...string) {
+	t.Helper()
+	for _, s := range texts {
+		if !utf8.ValidString(s) {
+			t.Fatalf("%q: produced %q, not valid UTF-8", body, s)
+		}
+	}
 }
 
 // accepted reports whether a decoder accepted body: a rejection must wrap
@@ -92,6 +112,7 @@ func FuzzDecodePostCall(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{`))
+	f.Add([]byte("{\"type\":\"post_call_transcription\",\"event_timestamp\":1,\"data\":{\"conversation_id\":\"c\",\"transcript\":[{\"message\":\"a\xff\\ud800\\ud83d\\ude00\"}],\"analysis\":{\"s\":\"\xed\xa0\x80\"}}}"))
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		pc, err := DecodePostCall(body)
@@ -118,7 +139,14 @@ func FuzzDecodePostCall(f *testing.F) {
 			if raw != nil && !json.Valid(raw) {
 				t.Fatalf("passed through invalid JSON %q", raw)
 			}
+			if bytes.Contains(raw, []byte(`\ud8`)) || bytes.Contains(raw, []byte(`\udc`)) {
+				// validUTF8 turns every escaped surrogate into its character.
+				t.Fatalf("passed through an escaped surrogate: %q", raw)
+			}
+			validText(t, body, string(raw))
 		}
+		validText(t, body, append([]string{pc.Type, pc.ConversationID, pc.AgentID, pc.FailureReason,
+			pc.Provider, pc.Metadata.TerminationReason}, pc.CallSIDs...)...)
 	})
 }
 
@@ -133,6 +161,7 @@ func FuzzDecodeLive(f *testing.F) {
 	f.Add([]byte(`{"call_sid":"a","event":[]}`))
 	f.Add([]byte(`{"event":{"type":"interruption"}}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte("{\"call_sid\":\"a\",\"event\":{\"type\":\"agent_response\",\"agent_response_event\":{\"agent_response\":\"hi\xff\\udc00\"}}}"))
 
 	kinds := map[string]bool{"": true, KindTranscript: true, KindTranscriptCorrection: true, KindInterruption: true, KindLink: true}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -163,6 +192,7 @@ func FuzzDecodeLive(f *testing.F) {
 				t.Fatal("link without conversation id")
 			}
 		}
+		validText(t, body, l.CallSID, l.ConversationID, l.Type, l.Role, l.Text, l.OriginalText, l.LinkConversationID)
 		if !l.HasSourceEventID && l.SourceEventID != 0 {
 			t.Fatalf("SourceEventID %d without HasSourceEventID", l.SourceEventID)
 		}

@@ -6,12 +6,17 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/callgate/callgate/internal/httpapi"
 )
 
 // Default body limits.
 const (
 	DefaultMaxBody         = 1 << 20  // API requests and live webhooks
 	DefaultMaxPostCallBody = 64 << 20 // post-call webhooks carry whole recordings
+	// DefaultWebhookBodyBudget bounds the webhook bytes held before their
+	// signature is checked: two post-call bodies of the largest size.
+	DefaultWebhookBodyBudget = 2 * DefaultMaxPostCallBody
 )
 
 // HandlerConfig configures the call API and webhook endpoints.
@@ -27,6 +32,11 @@ type HandlerConfig struct {
 	// MaxPostCallBody bounds post-call webhook bodies. Zero means
 	// DefaultMaxPostCallBody.
 	MaxPostCallBody int64
+	// WebhookBodyBudget bounds the bytes of webhook bodies held at once
+	// before their signature is checked (declared lengths, or the limit
+	// for a body of undeclared length); past it a webhook is answered 503
+	// busy without being read. Zero means DefaultWebhookBodyBudget.
+	WebhookBodyBudget int64
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// CallCacheTTL is how long live webhooks addressed by
@@ -40,6 +50,8 @@ type Handler struct {
 	cfg   HandlerConfig
 	log   *slog.Logger
 	cache *callCache // nil: none
+	// budget holds the webhook bodies being read, until verified.
+	budget *httpapi.Budget
 }
 
 // NewHandler returns a Handler with cfg's defaults filled in.
@@ -50,10 +62,14 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	if cfg.MaxPostCallBody <= 0 {
 		cfg.MaxPostCallBody = DefaultMaxPostCallBody
 	}
+	if cfg.WebhookBodyBudget <= 0 {
+		cfg.WebhookBodyBudget = DefaultWebhookBodyBudget
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger.With("component", "calls")}
+	h := &Handler{cfg: cfg, log: cfg.Logger.With("component", "calls"),
+		budget: httpapi.NewBudget(cfg.WebhookBodyBudget)}
 	if cfg.CallCacheTTL > 0 {
 		h.cache = newCallCache(cfg.CallCacheTTL)
 	}
@@ -71,6 +87,14 @@ func (h *Handler) Register(e *echo.Echo, api *echo.Group) {
 	e.POST("/webhooks/elevenlabs", h.logged(h.postCallWebhook))
 	e.POST("/webhooks/transcription", h.logged(h.liveWebhook))
 }
+
+// WebhookBytesHeld returns the bytes of webhook bodies being read or
+// checked now, before their signature is known to be good.
+func (h *Handler) WebhookBytesHeld() int64 { return h.budget.Held() }
+
+// WebhooksBusy returns how many webhooks were answered 503 busy because
+// the body budget was full.
+func (h *Handler) WebhooksBusy() int64 { return h.budget.Refused() }
 
 // publishStatus tells subscribers the call's current status. The mark
 // makes it one event per change of the record: a retried request, or one

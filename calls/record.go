@@ -112,18 +112,6 @@ func NewStore(rdb redis.UniversalClient, keys Keys, ttl time.Duration) *Store {
 // Resolve returns the call that id identifies, as call_sid or as
 // conversation_id. A call_sid match wins.
 func (s *Store) Resolve(ctx context.Context, id string) (Call, error) {
-	return s.resolve(ctx, id, false)
-}
-
-// ResolveUniform is Resolve doing the same Redis work whether id names a
-// call, by either identifier, or nothing: two round trips, the same
-// commands. It is for those who must not learn from timing whether a call
-// exists.
-func (s *Store) ResolveUniform(ctx context.Context, id string) (Call, error) {
-	return s.resolve(ctx, id, true)
-}
-
-func (s *Store) resolve(ctx context.Context, id string, uniform bool) (Call, error) {
 	if !ValidID(id) {
 		return Call{}, ErrNotFound
 	}
@@ -133,15 +121,11 @@ func (s *Store) resolve(ctx context.Context, id string, uniform bool) (Call, err
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Call{}, fmt.Errorf("resolve call %q: %w", id, err)
 	}
-	found := len(byID.Val()) > 0
-	if found && !uniform {
+	if len(byID.Val()) > 0 {
 		return recordOf(byID.Val())
 	}
-	sid := id
-	if !found && link.Val() != "" {
-		sid = link.Val()
-	}
-	if sid == id && !uniform {
+	sid := link.Val()
+	if sid == "" {
 		return Call{}, ErrNotFound
 	}
 	kv, err := s.rdb.HGetAll(ctx, s.keys.Record(sid)).Result()
@@ -155,12 +139,55 @@ func (s *Store) resolve(ctx context.Context, id string, uniform bool) (Call, err
 	if err != nil {
 		return Call{}, err
 	}
-	if sid != id && c.ConversationID != id {
+	if c.ConversationID != id {
 		// A link whose call does not point back: an instance died between
 		// the two steps of linking. It is not a link.
 		return Call{}, ErrNotFound
 	}
 	return c, nil
+}
+
+// Identity is what identifies a call and who may see it.
+type Identity struct {
+	CallSID, ConversationID, Org string
+}
+
+// identityFields are the fields of a record that Identify reads.
+var identityFields = []string{"call_sid", "conversation_id", "org"}
+
+// Identify returns who the call id identifies is, as Resolve finds it,
+// doing the same Redis work whether id names a call, by either
+// identifier, or nothing: two round trips, the same commands, replies of
+// the same shape. It is for those who must not learn from timing whether
+// a call exists.
+func (s *Store) Identify(ctx context.Context, id string) (Identity, error) {
+	if !ValidID(id) {
+		return Identity{}, ErrNotFound
+	}
+	pipe := s.rdb.Pipeline()
+	byID := pipe.HMGet(ctx, s.keys.Record(id), identityFields...)
+	link := pipe.Get(ctx, s.keys.conversation(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Identity{}, fmt.Errorf("resolve call %q: %w", id, err)
+	}
+	sid := id
+	if byID.Val()[0] == nil && link.Val() != "" {
+		sid = link.Val()
+	}
+	vals, err := s.rdb.HMGet(ctx, s.keys.Record(sid), identityFields...).Result()
+	if err != nil {
+		return Identity{}, fmt.Errorf("resolve call %q: %w", id, err)
+	}
+	var who Identity
+	for i, p := range []*string{&who.CallSID, &who.ConversationID, &who.Org} {
+		*p, _ = vals[i].(string)
+	}
+	if who.CallSID == "" || sid != id && who.ConversationID != id {
+		// No call; or a link whose call does not point back (an instance
+		// died between the two steps of linking), which is not a link.
+		return Identity{}, ErrNotFound
+	}
+	return who, nil
 }
 
 // Update is a change to a call. Empty fields are left as they are.

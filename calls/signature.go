@@ -6,8 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,7 +21,8 @@ const SignatureHeader = "ElevenLabs-Signature"
 // a genuine one is about 80 bytes.
 const maxSignatureHeaderLen = 4096
 
-// Default limits, matching what the ElevenLabs SDKs accept.
+// Default limits. The 30 minutes are the ElevenLabs SDKs' own tolerance;
+// the future bound is callgate's (see ParseSignature).
 const (
 	defaultSignatureMaxAge  = 30 * time.Minute
 	defaultSignatureMaxSkew = 5 * time.Minute
@@ -48,8 +52,28 @@ type Signature struct {
 }
 
 // ParseSignature parses a header of the form "t=<unix seconds>,v0=<hex>".
-// Unknown keys are ignored so that new signature schemes do not break
-// parsing. Errors wrap ErrSignatureMissing or ErrSignatureMalformed.
+// Errors wrap ErrSignatureMissing or ErrSignatureMalformed.
+//
+// ElevenLabs' SDKs (JS and Python) verify the same scheme but disagree at
+// the edges; each edge is decided here for safety, not for leniency:
+//
+//   - Spelling is exact, as in both SDKs: parts are separated by a bare
+//     comma, with no white space around parts, keys or values, and v0 is
+//     64 lowercase hex digits. Every signer (ElevenLabs, openssl -hex,
+//     hmac.hexdigest) writes exactly that; other spellings of the same MAC
+//     would make a valid header malleable, for no sender's benefit.
+//   - Exactly one t. The JS SDK reads the first and Python the last; a
+//     header that two verifiers read differently is refused.
+//   - Several v0 are allowed and one matching suffices. The JS SDK checks
+//     only the first and Python only the last, so a sender moving from one
+//     secret to another can sign with both only here; a forger gains
+//     nothing from more guesses at a 256-bit MAC, and the header is at most
+//     maxSignatureHeaderLen bytes.
+//   - Unknown keys (v1=…) are ignored, as in both SDKs, so that a new
+//     scheme can be added next to v0.
+//   - t is plain decimal digits (leading zeros allowed: the MAC covers t as
+//     sent). The SDKs have no future bound; Verifier has one (MaxSkew), so
+//     a signature made with a clock far ahead cannot be replayed for hours.
 func ParseSignature(header string) (Signature, error) {
 	if len(header) > maxSignatureHeaderLen {
 		return Signature{}, fmt.Errorf("%w: header is %d bytes, limit is %d",
@@ -60,14 +84,15 @@ func ParseSignature(header string) (Signature, error) {
 	}
 	var sig Signature
 	haveT := false
-	for i, part := range strings.Split(header, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
+	for i, rest, more := 0, header, true; more; i++ {
+		var part string
+		part, rest, more = strings.Cut(rest, ",")
 		key, value, ok := strings.Cut(part, "=")
-		if !ok {
+		if !ok || key == "" {
 			return Signature{}, fmt.Errorf("%w: part %d is not key=value", ErrSignatureMalformed, i)
+		}
+		if strings.ContainsAny(part, " \t") {
+			return Signature{}, fmt.Errorf("%w: part %d has white space", ErrSignatureMalformed, i)
 		}
 		switch key {
 		case "t":
@@ -80,13 +105,9 @@ func ParseSignature(header string) (Signature, error) {
 			}
 			sig.T, sig.Timestamp, haveT = value, ts, true
 		case "v0":
-			mac, err := hex.DecodeString(value)
+			mac, err := parseLowerHexMAC(value)
 			if err != nil {
 				return Signature{}, fmt.Errorf("%w: v0: %w", ErrSignatureMalformed, err)
-			}
-			if len(mac) != sha256.Size {
-				return Signature{}, fmt.Errorf("%w: v0 is %d bytes, want %d",
-					ErrSignatureMalformed, len(mac), sha256.Size)
 			}
 			sig.V0 = append(sig.V0, mac)
 		}
@@ -98,6 +119,20 @@ func ParseSignature(header string) (Signature, error) {
 		return Signature{}, fmt.Errorf("%w: no v0", ErrSignatureMalformed)
 	}
 	return sig, nil
+}
+
+// parseLowerHexMAC decodes an HMAC-SHA256 written as 64 lowercase hex
+// digits; hex.DecodeString alone would take upper case too.
+func parseLowerHexMAC(s string) ([]byte, error) {
+	if len(s) != 2*sha256.Size {
+		return nil, fmt.Errorf("%d hex digits, want %d", len(s), 2*sha256.Size)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return nil, errors.New("not lowercase hex")
+		}
+	}
+	return hex.DecodeString(s)
 }
 
 // parseUnixSeconds accepts only plain decimal digits: strconv.ParseInt alone
@@ -127,20 +162,35 @@ type Verifier struct {
 	MaxSkew time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+
+	// macs keeps, per secret, HMACs keyed with it for reuse: keying one
+	// costs two hash blocks and allocations every webhook would repeat.
+	macsOnce sync.Once
+	macs     []sync.Pool
 }
 
 // Verify checks that header is a fresh, valid signature of body under one of
-// the secrets. The timestamp is checked before the HMAC so that replayed or
-// junk requests are rejected without hashing a possibly large body.
+// the secrets: Check, then Match.
 func (v *Verifier) Verify(header string, body []byte) error {
-	if !v.hasSecret() {
-		return ErrNoSecrets
-	}
-	sig, err := ParseSignature(header)
+	sig, err := v.Check(header)
 	if err != nil {
 		return err
 	}
+	return v.Match(sig, body)
+}
 
+// Check does every check that needs no body: the header parses and its
+// timestamp is within the window. A receiver calls it before reading the
+// body, so that a request that cannot be valid costs no more than its
+// headers, and hashes a possibly large body only for a fresh signature.
+func (v *Verifier) Check(header string) (Signature, error) {
+	if !v.hasSecret() {
+		return Signature{}, ErrNoSecrets
+	}
+	sig, err := ParseSignature(header)
+	if err != nil {
+		return Signature{}, err
+	}
 	now := time.Now
 	if v.Now != nil {
 		now = v.Now
@@ -149,17 +199,33 @@ func (v *Verifier) Verify(header string, body []byte) error {
 	// Compare against now±limit rather than subtracting from Timestamp,
 	// which can be near the int64 limit.
 	if sig.Timestamp < nowSec-seconds(v.MaxAge, defaultSignatureMaxAge) {
-		return fmt.Errorf("%w: t=%d, now=%d", ErrSignatureExpired, sig.Timestamp, nowSec)
+		return Signature{}, fmt.Errorf("%w: t=%d, now=%d", ErrSignatureExpired, sig.Timestamp, nowSec)
 	}
 	if sig.Timestamp > nowSec+seconds(v.MaxSkew, defaultSignatureMaxSkew) {
-		return fmt.Errorf("%w: t=%d, now=%d", ErrSignatureFuture, sig.Timestamp, nowSec)
+		return Signature{}, fmt.Errorf("%w: t=%d, now=%d", ErrSignatureFuture, sig.Timestamp, nowSec)
 	}
+	return sig, nil
+}
 
-	for _, secret := range v.Secrets {
+// Match reports whether sig, as Check returned it, signs body under one of
+// the secrets: nil, or ErrSignatureMismatch.
+func (v *Verifier) Match(sig Signature, body []byte) error {
+	v.macsOnce.Do(func() {
+		v.macs = make([]sync.Pool, len(v.Secrets))
+		for i, secret := range v.Secrets {
+			v.macs[i].New = func() any { return hmac.New(sha256.New, secret) }
+		}
+	})
+	var sum [sha256.Size]byte
+	for i, secret := range v.Secrets {
 		if len(secret) == 0 {
 			continue
 		}
-		want := signatureMAC(secret, sig.T, body)
+		mac := v.macs[i].Get().(hash.Hash)
+		mac.Reset()
+		writeSigned(mac, sig.T, body)
+		want := mac.Sum(sum[:0])
+		v.macs[i].Put(mac)
 		for _, got := range sig.V0 {
 			if hmac.Equal(want, got) {
 				return nil
@@ -167,6 +233,13 @@ func (v *Verifier) Verify(header string, body []byte) error {
 		}
 	}
 	return ErrSignatureMismatch
+}
+
+// writeSigned writes what a signature covers, "<t>.<body>", to mac.
+func writeSigned(mac hash.Hash, t string, body []byte) {
+	io.WriteString(mac, t)
+	mac.Write([]byte{'.'})
+	mac.Write(body)
 }
 
 func (v *Verifier) hasSecret() bool {
@@ -196,8 +269,6 @@ func Sign(secret []byte, t time.Time, body []byte) string {
 // signatureMAC computes HMAC-SHA256 over "<t>.<body>".
 func signatureMAC(secret []byte, t string, body []byte) []byte {
 	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(t))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
+	writeSigned(mac, t, body)
 	return mac.Sum(nil)
 }

@@ -22,7 +22,7 @@ func TestSignKnownVector(t *testing.T) {
 
 func TestParseSignature(t *testing.T) {
 	mac := strings.Repeat("ab", 32)
-	other := strings.Repeat("0F", 32)
+	other := strings.Repeat("0f", 32)
 	tests := []struct {
 		name    string
 		header  string
@@ -32,7 +32,9 @@ func TestParseSignature(t *testing.T) {
 		wantErr error
 	}{
 		{"plain", "t=1763712000,v0=" + mac, "1763712000", 1763712000, 1, nil},
-		{"spaces and unknown keys", " t=0017 , v1=xyz ,v0=" + mac + ", ", "0017", 17, 1, nil},
+		{"leading zeros and unknown keys", "t=0017,v1=xyz,v0=" + mac, "0017", 17, 1, nil},
+		{"spaces", " t=17 , v0=" + mac, "", 0, 0, ErrSignatureMalformed},
+		{"trailing comma", "t=17,v0=" + mac + ",", "", 0, 0, ErrSignatureMalformed},
 		{"two v0", "v0=" + mac + ",t=5,v0=" + other, "5", 5, 2, nil},
 		{"empty", "", "", 0, 0, ErrSignatureMissing},
 		{"blank", " \t ", "", 0, 0, ErrSignatureMissing},
@@ -51,6 +53,7 @@ func TestParseSignature(t *testing.T) {
 		{"no equals", "t=5,v0=" + mac + ",junk", "", 0, 0, ErrSignatureMalformed},
 		{"garbage", "garbage", "", 0, 0, ErrSignatureMalformed},
 		{"only commas", ",,,", "", 0, 0, ErrSignatureMalformed},
+		{"upper-case v0", "t=5,v0=" + strings.ToUpper(mac), "", 0, 0, ErrSignatureMalformed},
 		{"too long", "t=5,v0=" + mac + ",x=" + strings.Repeat("a", 4096), "", 0, 0, ErrSignatureMalformed},
 	}
 	for _, tt := range tests {
@@ -140,5 +143,45 @@ func TestVerifyDefaultClock(t *testing.T) {
 	v := &Verifier{Secrets: [][]byte{testSecret}}
 	if err := v.Verify(Sign(testSecret, time.Now(), body), body); err != nil {
 		t.Fatalf("Verify with time.Now: %v", err)
+	}
+}
+
+// TestSignatureEdges pins how callgate reads the edges where ElevenLabs'
+// SDKs differ from each other or from callgate (see ParseSignature for the
+// reasons). sdk says what the JS and the Python SDK do with the same header.
+func TestSignatureEdges(t *testing.T) {
+	body := []byte(`{"type":"post_call_audio"}`)
+	good := Sign(testSecret, testNow, body)
+	ts, mac, _ := strings.Cut(strings.TrimPrefix(good, "t="), ",v0=")
+	wrong := strings.Repeat("00", 32)
+	at := func(d time.Duration) string { return Sign(testSecret, testNow.Add(d), body) }
+	tests := []struct {
+		name, header, sdk string
+		want              error
+	}{
+		{"as ElevenLabs signs", good, "JS and Python accept", nil},
+		{"v0 first", "v0=" + mac + ",t=" + ts, "JS and Python accept", nil},
+		{"good v0 first of two", "t=" + ts + ",v0=" + mac + ",v0=" + wrong, "JS accepts (first), Python refuses (last)", nil},
+		{"good v0 last of two", "t=" + ts + ",v0=" + wrong + ",v0=" + mac, "JS refuses (first), Python accepts (last)", nil},
+		{"two t", "t=" + ts + ",t=" + ts + ",v0=" + mac, "JS reads the first, Python the last", ErrSignatureMalformed},
+		{"upper-case hex", "t=" + ts + ",v0=" + strings.ToUpper(mac), "both refuse", ErrSignatureMalformed},
+		{"space after comma", "t=" + ts + ", v0=" + mac, "both refuse", ErrSignatureMalformed},
+		{"space around =", "t=" + ts + ",v0 = " + mac, "both refuse", ErrSignatureMalformed},
+		{"unknown scheme next to v0", "t=" + ts + ",v1=abc,v0=" + mac, "both accept", nil},
+		{"leading zeros in t", "t=0" + ts + ",v0=" + mac, "both accept if the MAC covers them; this one does not", ErrSignatureMismatch},
+		{"29 minutes old", at(-29 * time.Minute), "both accept", nil},
+		{"31 minutes old", at(-31 * time.Minute), "both refuse", ErrSignatureExpired},
+		{"4 minutes ahead", at(4 * time.Minute), "both accept", nil},
+		{"6 minutes ahead", at(6 * time.Minute), "both accept: they have no future bound", ErrSignatureFuture},
+		{"a year ahead", at(365 * 24 * time.Hour), "both accept: they have no future bound", ErrSignatureFuture},
+	}
+	v := &Verifier{Secrets: [][]byte{testSecret}, Now: func() time.Time { return testNow }}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := v.Verify(tt.header, body)
+			if !errors.Is(err, tt.want) || (err != nil) != (tt.want != nil) {
+				t.Fatalf("Verify(%q) = %v, want %v (the SDKs: %s)", tt.header, err, tt.want, tt.sdk)
+			}
+		})
 	}
 }

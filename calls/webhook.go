@@ -66,20 +66,34 @@ func (h *Handler) logged(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // verified reads the body and checks its signature before anything parses
-// it. It writes the error response itself and returns ok=false.
+// it. What the header alone can refuse (missing, malformed, stale or future)
+// is refused before a byte of the body is read; the bytes of a body being
+// read count against the handler's budget until its HMAC is checked. It
+// writes the error response itself and returns ok=false.
 func (h *Handler) verified(c echo.Context, limit int64) (body []byte, ok bool, err error) {
-	body, ok, err = httpapi.ReadBody(c, limit)
+	v := h.cfg.Verifier
+	var sig Signature
+	if v != nil {
+		if sig, err = v.Check(c.Request().Header.Get(SignatureHeader)); err != nil {
+			return nil, false, badSignature(c, err)
+		}
+	}
+	body, release, ok, err := httpapi.ReadBodyHeld(c, limit, h.budget)
 	if !ok {
 		return nil, false, err
 	}
-	if h.cfg.Verifier == nil {
-		return body, true, nil
-	}
-	if err := h.cfg.Verifier.Verify(c.Request().Header.Get(SignatureHeader), body); err != nil {
-		note(c).reason = err.Error()
-		return nil, false, httpapi.Fail(c, http.StatusUnauthorized, CodeBadSignature, signatureMessage(err))
+	defer release()
+	if v != nil {
+		if err := v.Match(sig, body); err != nil {
+			return nil, false, badSignature(c, err)
+		}
 	}
 	return body, true, nil
+}
+
+func badSignature(c echo.Context, err error) error {
+	note(c).reason = err.Error()
+	return httpapi.Fail(c, http.StatusUnauthorized, CodeBadSignature, signatureMessage(err))
 }
 
 // webhookResult is the body of a 200 answer to a webhook.

@@ -2,7 +2,6 @@ package calls
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/callgate/callgate/internal/httpapi"
+	"github.com/callgate/callgate/internal/wire"
 )
 
 // liveSID finds the call_sid of a live event's call: its call_sid, else
@@ -34,25 +34,37 @@ func (h *Handler) sidByConversation(ctx context.Context, conv string) (string, e
 	return call.CallSID, nil
 }
 
-// Data of live events, as subscribers receive it.
-type (
-	transcriptData struct {
-		Role  string `json:"role"`
-		Text  string `json:"text"`
-		Final bool   `json:"final"`
-		// SourceEventID is ElevenLabs' event_id of the turn.
-		SourceEventID *int64 `json:"source_event_id,omitempty"`
+// liveData appends the data of a live event, as subscribers receive it:
+//
+//	transcript             {"role":…,"text":…,"final":…,"source_event_id":…}
+//	transcript_correction  {"role":…,"text":…,"original_text":…,"source_event_id":…}
+//	interruption           {"source_event_id":…}
+//
+// source_event_id, ElevenLabs' event_id of the turn, is left out when the
+// event had none. Written directly: the webhook path encodes it once per
+// event, and strings are escaped as encoding/json escapes them.
+func liveData(dst []byte, ev Live) []byte {
+	dst = append(dst, '{')
+	if ev.Kind != KindInterruption {
+		dst = append(dst, `"role":`...)
+		dst = wire.AppendString(dst, ev.Role)
+		dst = append(dst, `,"text":`...)
+		dst = wire.AppendString(dst, ev.Text)
+		if ev.Kind == KindTranscript {
+			dst = strconv.AppendBool(append(dst, `,"final":`...), ev.Final)
+		} else {
+			dst = append(dst, `,"original_text":`...)
+			dst = wire.AppendString(dst, ev.OriginalText)
+		}
 	}
-	correctionData struct {
-		Role          string `json:"role"`
-		Text          string `json:"text"`
-		OriginalText  string `json:"original_text"`
-		SourceEventID *int64 `json:"source_event_id,omitempty"`
+	if ev.HasSourceEventID {
+		if ev.Kind != KindInterruption {
+			dst = append(dst, ',')
+		}
+		dst = strconv.AppendInt(append(dst, `"source_event_id":`...), ev.SourceEventID, 10)
 	}
-	interruptionData struct {
-		SourceEventID *int64 `json:"source_event_id,omitempty"`
-	}
-)
+	return append(dst, '}')
+}
 
 func (h *Handler) liveWebhook(c echo.Context) error {
 	body, ok, err := h.verified(c, h.cfg.MaxBody)
@@ -82,38 +94,21 @@ func (h *Handler) liveWebhook(c echo.Context) error {
 	// A repeat of the same delivery is published once: one with an
 	// event_id is the same turn of the same type; one without is the
 	// same body.
-	var (
-		src  *int64
-		mark string
-	)
+	var mark string
 	switch {
 	case !ev.HasSourceEventID:
 		mark = deliveryMark("live-body", string(body))
 	case ev.Final:
-		src = &ev.SourceEventID
 		mark = deliveryMark("live", ev.Type, strconv.FormatInt(ev.SourceEventID, 10))
 	default:
 		// Tentative transcripts of one turn share its event_id and grow
 		// with each update: only an identical text is a repeat.
-		src = &ev.SourceEventID
 		mark = deliveryMark("live", ev.Type, strconv.FormatInt(ev.SourceEventID, 10), ev.Text)
 	}
-	var data any
-	switch ev.Kind {
-	case KindTranscript:
-		data = transcriptData{Role: ev.Role, Text: ev.Text, Final: ev.Final, SourceEventID: src}
-	case KindTranscriptCorrection:
-		data = correctionData{Role: ev.Role, Text: ev.Text, OriginalText: ev.OriginalText, SourceEventID: src}
-	case KindInterruption:
-		data = interruptionData{SourceEventID: src}
-	}
-	raw, err := json.Marshal(data)
-	if err != nil {
-		return err
-	}
+	data := liveData(make([]byte, 0, 64+len(ev.Text)+len(ev.OriginalText)), ev)
 	// The first live event of a call moves it to in-progress, announced
 	// first, in the same step, whichever instance gets it.
-	out := Event{Name: ev.Kind, Data: raw, Mark: mark, Start: true}
+	out := Event{Name: ev.Kind, Data: data, Mark: mark, Start: true}
 	res, err := h.publishLive(ctx, sid, link, out)
 	if errors.Is(err, ErrNotFound) && ev.CallSID != "" && ev.ConversationID != "" {
 		// An unknown call_sid: the call may be known by its

@@ -23,6 +23,8 @@ var metricNames = []string{
 	"callgate_publish_to_socket_seconds",
 	"callgate_send_queue_overflows_total",
 	"callgate_redis_reconnects_total",
+	"callgate_webhook_unverified_bytes",
+	"callgate_webhook_busy_total",
 }
 
 // histograms are the metrics of metricNames that are histograms, exported

@@ -53,11 +53,18 @@ type e2eCluster struct {
 	addrs     map[string]string
 	accessLog string
 	http      *http.Client
+	redisPort int
 }
 
-// startE2ECluster starts the cluster; extra is added to nginx's
+// startE2ECluster starts them; env is added to each instance's environment.
+func startE2ECluster(t *testing.T, env ...string) *e2eCluster {
+	t.Helper()
+	return startE2EClusterWith(t, "", env...)
+}
+
+// startE2EClusterWith starts them with extra added to nginx's
 // per-environment server configuration (a test's own locations).
-func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
+func startE2EClusterWith(t *testing.T, extra string, env ...string) *e2eCluster {
 	t.Helper()
 	nginxBin, redisBin := requireTools(t)
 	bin := buildCallgate(t)
@@ -70,12 +77,12 @@ func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
 	waitRedis(t, redis, redisPort, 10*time.Second)
 
 	c := &e2eCluster{t: t, instances: map[string]*proc{}, addrs: map[string]string{},
-		http: &http.Client{Timeout: 15 * time.Second}}
+		http: &http.Client{Timeout: 15 * time.Second}, redisPort: redisPort}
 	var upstream strings.Builder
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("gateway-%d", i)
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		c.instances[id] = startProc(t, id, syscall.SIGKILL, []string{bin}, cleanEnv(
+		c.instances[id] = startProc(t, id, syscall.SIGKILL, []string{bin}, append(cleanEnv(
 			"CALLGATE_ADDR="+addr,
 			"CALLGATE_INSTANCE_ID="+id,
 			fmt.Sprintf("CALLGATE_REDIS_URL=redis://127.0.0.1:%d/0", redisPort),
@@ -84,7 +91,7 @@ func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
 			"CALLGATE_JWT_SECRET="+e2eJWTSecret,
 			"CALLGATE_LOG_LEVEL=warn",
 			"CALLGATE_SHUTDOWN_TIMEOUT=5s",
-		))
+		), env...))
 		c.addrs[id] = addr
 		fmt.Fprintf(&upstream, "server %s max_fails=3 fail_timeout=10s;\n", addr)
 	}
@@ -113,7 +120,7 @@ func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
 	files := map[string]string{
 		"nginx.conf":             string(main),
 		"callgate/upstream.conf": upstream.String(),
-		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort) + strings.Join(extra, "\n"),
+		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort) + extra,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(prefix, name), []byte(content), 0o644); err != nil {

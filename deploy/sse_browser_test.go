@@ -52,7 +52,7 @@ func TestBrowserEventSourceSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The page comes from nginx too: the stream is same-origin.
-	c := startE2ECluster(t, fmt.Sprintf("location = /test/page.html {\n    alias %s;\n    default_type text/html;\n}\n", filepath.Join(dir, "page.html")))
+	c := startE2EClusterWith(t, fmt.Sprintf("location = /test/page.html {\n    alias %s;\n    default_type text/html;\n}\n", filepath.Join(dir, "page.html")))
 	c.registerCall(sid) // event 1: its status
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],

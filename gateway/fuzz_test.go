@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecodeFrame checks that no client frame crashes the decoder, and that
@@ -56,9 +57,19 @@ func FuzzDecodeFrame(f *testing.F) {
 		if wantFr, wantErr := referenceDecode(data); !reflect.DeepEqual(fr, wantFr) || !reflect.DeepEqual(ferr, wantErr) {
 			t.Fatalf("%q: decoded %+v, %+v; the reference decoder gives %+v, %+v", data, fr, ferr, wantFr, wantErr)
 		}
+		// Decoded strings are echoed in replies (id) or looked up and
+		// logged (call): they must be valid UTF-8, as every frame sent is.
+		for _, s := range []string{fr.ID, fr.Type, fr.Call, fr.Token} {
+			if !utf8.ValidString(s) {
+				t.Fatalf("%q: decoded %q, not valid UTF-8", data, s)
+			}
+		}
 		if ferr != nil {
 			if ferr.Code == "" || ferr.Message == "" {
 				t.Fatalf("error without code or message: %+v", ferr)
+			}
+			if !utf8.ValidString(ferr.Message) {
+				t.Fatalf("%q: error message %q is not valid UTF-8", data, ferr.Message)
 			}
 			return
 		}

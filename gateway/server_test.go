@@ -18,62 +18,30 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/internal/membus"
 	"github.com/callgate/callgate/internal/wstest"
 )
 
-// memBus is an in-memory Bus: the test delivers messages through the
-// server directly and watches reference counts.
-type memBus struct {
-	mu      sync.Mutex
-	refs    map[string]int
-	fail    error
-	changed chan struct{} // receives after every Unsubscribe
-}
+// testBus is the in-memory bus of internal/membus, which the suite of
+// internal/bustest holds to the Redis bus's behaviours, with the waits the
+// tests need. Tests deliver messages through the server directly.
+type testBus struct{ *membus.Bus }
 
-func newMemBus() *memBus {
-	return &memBus{refs: map[string]int{}, changed: make(chan struct{}, 1000)}
-}
-
-func (b *memBus) Subscribe(ctx context.Context, ch string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.fail != nil {
-		return b.fail
-	}
-	b.refs[ch]++
-	return nil
-}
-
-func (b *memBus) Unsubscribe(ctx context.Context, ch string) error {
-	b.mu.Lock()
-	b.refs[ch]--
-	if b.refs[ch] == 0 {
-		delete(b.refs, ch)
-	}
-	b.mu.Unlock()
-	b.changed <- struct{}{}
-	return nil
-}
-
-func (b *memBus) total() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, r := range b.refs {
-		n += r
-	}
-	return n
-}
+func (b testBus) total() int { return b.Total() }
 
 // waitRefs waits until the bus holds n references in all.
-func (b *memBus) waitRefs(t *testing.T, n int) {
+func (b testBus) waitRefs(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.After(wstest.Wait)
-	for b.total() != n {
+	for {
+		changed := b.Changed()
+		if b.Total() == n {
+			return
+		}
 		select {
-		case <-b.changed:
+		case <-changed:
 		case <-deadline:
-			t.Fatalf("bus holds %d references, want %d", b.total(), n)
+			t.Fatalf("bus holds %d references, want %d", b.Total(), n)
 		}
 	}
 }
@@ -184,27 +152,36 @@ func (m *memCalls) publish(srv *gateway.Server, key string, extra ...string) {
 // mem is the current test's calls.
 var mem *memCalls
 
-func startServer(t *testing.T, cfg gateway.Config) (*gateway.Server, *memBus, string) {
+func startServer(t *testing.T, cfg gateway.Config) (*gateway.Server, testBus, string) {
 	t.Helper()
 	mem = newMemCalls()
 	return startServerWith(t, cfg, mem)
 }
 
 // startServerWith starts a server on mem's calls with history h.
-func startServerWith(t *testing.T, cfg gateway.Config, h gateway.History) (*gateway.Server, *memBus, string) {
+func startServerWith(t *testing.T, cfg gateway.Config, h gateway.History) (*gateway.Server, testBus, string) {
 	t.Helper()
-	bus := newMemBus()
+	bus := testBus{membus.New()}
 	cfg.Bus, cfg.Resolver, cfg.History = bus, mem, h
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	srv := gateway.NewServer(cfg)
+	bus.OnLost = srv.Lost
+	bus.OnReconnect = srv.Resync
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		bus.Run(context.Background(), srv.Deliver)
+	}()
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
 		hs.Close()
+		bus.Close()
+		<-ran
 	})
 	return srv, bus, "ws" + strings.TrimPrefix(hs.URL, "http")
 }
@@ -330,7 +307,7 @@ func TestSubscriptionLimit(t *testing.T) {
 
 func TestBusFailureIsUnavailable(t *testing.T) {
 	_, bus, url := startServer(t, gateway.Config{})
-	bus.fail = errors.New("redis down")
+	bus.FailSubscribes(errors.New("redis down"))
 	c := dial(t, url)
 	if f := c.Subscribe("a", "EL_1"); f.Code != gateway.CodeUnavailable || f.ID != "a" {
 		t.Fatalf("got %s", f.Raw)

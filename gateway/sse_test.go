@@ -21,20 +21,28 @@ import (
 	"time"
 
 	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/internal/membus"
 	"github.com/callgate/callgate/internal/ssetest"
 )
 
 // startStreams starts a server on new test calls, with the stream routes
 // as the command mounts them, and returns its http:// URL.
-func startStreams(t *testing.T, cfg gateway.Config) (*gateway.Server, *memBus, string) {
+func startStreams(t *testing.T, cfg gateway.Config) (*gateway.Server, testBus, string) {
 	t.Helper()
 	mem = newMemCalls()
-	bus := newMemBus()
+	bus := testBus{membus.New()}
 	cfg.Bus, cfg.Resolver, cfg.History = bus, mem, mem
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	srv := gateway.NewServer(cfg)
+	bus.OnLost = srv.Lost
+	bus.OnReconnect = srv.Resync
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		bus.Run(context.Background(), srv.Deliver)
+	}()
 	mux := http.NewServeMux()
 	mux.Handle("/ws/calls/transcriptions", srv)
 	mux.HandleFunc("GET /sse/calls/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +58,8 @@ func startStreams(t *testing.T, cfg gateway.Config) (*gateway.Server, *memBus, s
 		defer cancel()
 		srv.Shutdown(ctx)
 		hs.Close()
+		bus.Close()
+		<-ran
 	})
 	return srv, bus, hs.URL
 }
@@ -297,15 +307,11 @@ func TestStreamRefusals(t *testing.T) {
 	if status, code := ssetest.Refused(t, base+"/sse/calls/EL_1?"+tok("heavy"), nil); status != 429 || code != "too_many_connections" {
 		t.Errorf("second stream of a user at the limit: %d %s", status, code)
 	}
-	bus.mu.Lock()
-	bus.fail = errors.New("bus down")
-	bus.mu.Unlock()
+	bus.FailSubscribes(errors.New("bus down"))
 	if status, code := ssetest.Refused(t, base+"/sse/calls/EL_1?"+tok("other"), nil); status != 503 || code != "unavailable" {
 		t.Errorf("bus down: %d %s", status, code)
 	}
-	bus.mu.Lock()
-	bus.fail = nil
-	bus.mu.Unlock()
+	bus.FailSubscribes(nil)
 	// Nothing refused holds a subscription or a user's place: the user
 	// refused last has one stream now, the limit.
 	s.Close()

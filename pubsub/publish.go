@@ -100,9 +100,12 @@ type Message struct {
 	// DedupTTL is how long the Dedup mark is kept. Zero means 24h.
 	DedupTTL time.Duration
 	// Record, when set, is a hash the message belongs to. Nothing is
-	// published unless it exists (ErrNoRecord) and holds Expect; its
-	// fields come back in Published.Record.
+	// published unless it exists (ErrNoRecord) and holds Expect.
 	Record string
+	// Fields are the fields of Record the step reads and returns, in
+	// Published.Record. The first must be set in every record: it tells
+	// that the record exists.
+	Fields []string
 	// Expect holds field, value pairs that Record must hold (a missing
 	// field holds ""); otherwise nothing is published (ErrStale).
 	Expect []string
@@ -158,8 +161,8 @@ type Published struct {
 	// Transitioned reports that the Transition was made; its message took
 	// the position just before this one.
 	Transitioned bool
-	// Record holds the fields and values of the message's Record after
-	// the step, as HGETALL gives them.
+	// Record holds the message's Record's Fields and their values after
+	// the step, as field, value pairs; a field the record lacks is "".
 	Record []string
 }
 
@@ -188,13 +191,16 @@ var (
 //
 // KEYS: position, history, then the dedup mark and the record when given
 // (a cluster refuses empty key names, which have a slot of their own).
-// ARGV: which of those are given ("d", "r", "dr" or empty), publish
+// ARGV: which of those are given ("d", "r", "dr" or empty, and "w" when a
+// WAIT follows), publish
 // command, position TTL ms, dedup TTL ms, history max,
 // history TTL ms, field, raw field, field prefix, field channel prefix
 // (empty for none), head, mid, tail, rest, #channels, channels...,
 // transition field (empty for none), from, to, record TTL ms, head, mid,
-// tail, rest, #set pairs, pairs..., #expect pairs, pairs...
-// Replies {'ok', epoch, seq, transitioned, record, field JSON}, {'dup',
+// tail, rest, #set pairs, pairs..., #expect pairs, pairs..., #fields,
+// fields...
+// Replies {'ok', epoch, seq, transitioned, record, field JSON, field},
+// {'dup',
 // 'epoch-seq', record}, {'stale', record} or {'norecord'}.
 var publishScript = redis.NewScript(`
 local pos, hist, dedup, rec = KEYS[1], KEYS[2], '', ''
@@ -217,26 +223,50 @@ for j = 1, 2 * tonumber(ARGV[i]) do tSet[j] = ARGV[i + j] end
 i = i + #tSet + 1
 local expect = {}
 for j = 1, 2 * tonumber(ARGV[i]) do expect[j] = ARGV[i + j] end
+i = i + #expect + 1
+local fields = {}
+for j = 1, tonumber(ARGV[i]) do fields[j] = ARGV[i + j] end
 
 local function num(x) return string.format('%d', x) end
 
-local record = {}
-local function field(name)
-  for k = 1, #record, 2 do
-    if record[k] == name then return record[k + 1] end
+-- The record's fields the step needs, read in one command.
+local values = {}
+local function field(name) return values[name] or '' end
+local function reply()
+  local out = {}
+  for _, f in ipairs(fields) do
+    out[#out + 1] = f
+    out[#out + 1] = field(f)
   end
-  return ''
+  return out
 end
 if rec ~= '' then
-  record = redis.call('HGETALL', rec)
-  if #record == 0 then return {'norecord'} end
+  local need = {}
+  for _, f in ipairs(fields) do need[#need + 1] = f end
+  for _, f in ipairs({tField, fName, fRaw}) do
+    if f ~= '' then need[#need + 1] = f end
+  end
+  for j = 1, #expect, 2 do need[#need + 1] = expect[j] end
+  local got = redis.call('HMGET', rec, unpack(need))
+  if not got[1] then return {'norecord'} end
+  for j, f in ipairs(need) do
+    if got[j] then values[f] = got[j] end
+  end
 end
 if dedup ~= '' then
   local prev = redis.call('GET', dedup)
-  if prev then return {'dup', prev, record} end
+  if prev then
+    if string.find(ARGV[1], 'w', 1, true) then
+      -- A write of this connection's, so that the WAIT that follows
+      -- waits for the first publication's writes too, whichever
+      -- connection made them: the same expiry, set again.
+      redis.call('PEXPIRE', dedup, redis.call('PTTL', dedup))
+    end
+    return {'dup', prev, reply()}
+  end
 end
 for j = 1, #expect, 2 do
-  if field(expect[j]) ~= expect[j + 1] then return {'stale', record} end
+  if field(expect[j]) ~= expect[j + 1] then return {'stale', reply()} end
 end
 
 local fValue, fJSON = '', ''
@@ -257,7 +287,10 @@ local function now()
 end
 local me = ''
 local info = redis.pcall('INFO', 'server')
-if type(info) == 'string' then me = string.match(info, 'run_id:(%x+)') or '' end
+if type(info) == 'string' then
+  local at = string.find(info, 'run_id:', 1, true)
+  if at then me = string.sub(info, at + 7, at + 46) end
+end
 local p = redis.call('HMGET', pos, 'g', 'n', 'rid')
 local g, n = tonumber(p[1]), tonumber(p[2])
 if not g or not n then
@@ -299,13 +332,14 @@ if dedup ~= '' then redis.call('SET', dedup, num(g) .. '-' .. num(n), 'PX', dedu
 if pre then
   redis.call('HSET', rec, tField, tTo, unpack(tSet))
   if tTTL > 0 then redis.call('PEXPIRE', rec, tTTL) end
-  record = redis.call('HGETALL', rec)
+  values[tField] = tTo
+  for j = 1, #tSet, 2 do values[tSet[j]] = tSet[j + 1] end
 end
 if fChan ~= '' and fValue ~= '' then chans[#chans + 1] = fChan .. fValue end
 for _, payload in ipairs(out) do
   for _, ch in ipairs(chans) do redis.call(pub, ch, payload) end
 end
-return {'ok', g, n, pre and 1 or 0, record, fJSON}
+return {'ok', g, n, pre and 1 or 0, reply(), fJSON, fValue}
 `)
 
 // Publish numbers m, and unless it is a duplicate, records it and
@@ -333,7 +367,7 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	} else if m.FieldChannel != nil {
 		fieldChan = m.FieldChannel.Prefix
 	}
-	args := make([]any, 0, 32+len(m.Channels)+len(m.Expect))
+	args := make([]any, 0, 32+len(m.Channels)+len(m.Expect)+len(m.Fields))
 	keys := []string{m.Seq, m.History}
 	given := ""
 	if m.Dedup != "" {
@@ -341,6 +375,9 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	}
 	if m.Record != "" {
 		keys, given = append(keys, m.Record), given+"r"
+	}
+	if b.cfg.WaitReplicas > 0 {
+		given += "w"
 	}
 	args = append(args, given, cmd, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(),
 		historyMax, m.HistoryTTL.Milliseconds(), m.Field, m.RawField, m.FieldPrefix, fieldChan,
@@ -361,6 +398,13 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	for _, v := range m.Expect {
 		args = append(args, v)
 	}
+	if m.Record != "" && len(m.Fields) == 0 {
+		return Published{}, errors.New("pubsub: a message with a record names the fields that tell it exists")
+	}
+	args = append(args, len(m.Fields))
+	for _, f := range m.Fields {
+		args = append(args, f)
+	}
 	var res []any
 	var err error
 	if b.cfg.WaitReplicas > 0 {
@@ -371,11 +415,11 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	if err != nil {
 		return Published{}, fmt.Errorf("pubsub: publish on %s: %w", m.Seq, err)
 	}
-	p, field, err := parsePublished(res)
-	if err != nil || p.Duplicate || !b.cfg.Sharded || m.FieldChannel == nil || len(field) == 0 {
+	p, field, value, err := parsePublished(res)
+	if err != nil || p.Duplicate || !b.cfg.Sharded || m.FieldChannel == nil || value == "" {
 		return p, err
 	}
-	return p, b.publishOnField(ctx, m, p, field)
+	return p, b.publishOnField(ctx, m, p, field, value)
 }
 
 // ErrNotReplicated: a message was published, but fewer replicas than
@@ -424,11 +468,7 @@ func (b *Bus) runWaiting(ctx context.Context, keys []string, args []any) ([]any,
 
 // publishOnField publishes, after the step, what it published on
 // m.Channels on m's field channel too, in the same order.
-func (b *Bus) publishOnField(ctx context.Context, m Message, p Published, field []byte) error {
-	value := recordField(p.Record, m.Field)
-	if value == "" {
-		return nil
-	}
+func (b *Bus) publishOnField(ctx context.Context, m Message, p Published, field []byte, value string) error {
 	ch := m.FieldChannel.Name(value)
 	if p.Transitioned {
 		payload := m.Transition.Payload.At(Position{p.Epoch, p.Seq - 1}, m.FieldPrefix, field)
@@ -442,17 +482,7 @@ func (b *Bus) publishOnField(ctx context.Context, m Message, p Published, field 
 	return nil
 }
 
-// recordField returns the value of field in HGETALL's pairs.
-func recordField(kv []string, field string) string {
-	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i] == field {
-			return kv[i+1]
-		}
-	}
-	return ""
-}
-
-func parsePublished(res []any) (Published, []byte, error) {
+func parsePublished(res []any) (p Published, field []byte, value string, err error) {
 	kind, _ := res[0].(string)
 	strs := func(v any) []string {
 		raw, _ := v.([]any)
@@ -463,25 +493,26 @@ func parsePublished(res []any) (Published, []byte, error) {
 		return out
 	}
 	switch {
-	case kind == "ok" && len(res) == 6:
+	case kind == "ok" && len(res) == 7:
 		g, _ := res[1].(int64)
 		n, _ := res[2].(int64)
 		t, _ := res[3].(int64)
-		field, _ := res[5].(string)
-		return Published{Position: Position{g, n}, Transitioned: t == 1, Record: strs(res[4])}, []byte(field), nil
+		f, _ := res[5].(string)
+		value, _ = res[6].(string)
+		return Published{Position: Position{g, n}, Transitioned: t == 1, Record: strs(res[4])}, []byte(f), value, nil
 	case kind == "dup" && len(res) == 3:
 		s, _ := res[1].(string)
 		pos, err := ParsePosition(s)
 		if err != nil {
-			return Published{}, nil, err
+			return Published{}, nil, "", err
 		}
-		return Published{Position: pos, Duplicate: true, Record: strs(res[2])}, nil, nil
+		return Published{Position: pos, Duplicate: true, Record: strs(res[2])}, nil, "", nil
 	case kind == "stale" && len(res) == 2:
-		return Published{Record: strs(res[1])}, nil, ErrStale
+		return Published{Record: strs(res[1])}, nil, "", ErrStale
 	case kind == "norecord":
-		return Published{}, nil, ErrNoRecord
+		return Published{}, nil, "", ErrNoRecord
 	}
-	return Published{}, nil, fmt.Errorf("pubsub: publish: unexpected reply %v", res)
+	return Published{}, nil, "", fmt.Errorf("pubsub: publish: unexpected reply %v", res)
 }
 
 // Entry is one recorded message of a sequence.

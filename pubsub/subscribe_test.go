@@ -234,3 +234,144 @@ func TestLingeringChannels(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleBusIsHealthy: a bus that follows nothing is healthy whatever
+// happened to its connection: before, it waited for a message, up to
+// HealthCheck, to say so again.
+func TestIdleBusIsHealthy(t *testing.T) {
+	e := breakableEnv(t)
+	bus, _ := e.start(t, pubsub.Config{HealthCheck: time.Hour})
+	ctx := context.Background()
+	ch := e.channel(t, 0)
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Unsubscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	bustest.WaitFor(t, "channel released", bustest.Tick(t), func() bool { return bus.Channels() == 0 })
+	e.breakConns(t)
+	bustest.WaitFor(t, "healthy while idle", bustest.Tick(t), bus.Healthy)
+	// And it follows again at once.
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefusedResubscribeIsUnhealthy: when Redis answers the subscription
+// of a reconnect with an error (here: ACL permissions taken away), the bus
+// says it is not healthy, and tries again until Redis accepts, then says
+// it is and catches the channel up.
+func TestRefusedResubscribeIsUnhealthy(t *testing.T) {
+	e := breakableEnv(t)
+	if e.srv.Mode() != redistest.ModeReal {
+		t.Skip("changes the ACL of one server: needs CALLGATE_TEST_REDIS=real")
+	}
+	caught := make(chan []string, 4)
+	bus, msgs := e.start(t, pubsub.Config{OnReconnect: func(_ context.Context, chs []string) { caught <- chs }})
+	ctx := context.Background()
+	ch := e.channel(t, 0)
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := e.rdb.Do(ctx, append([]any{"ACL", "SETUSER", "default"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("resetchannels")
+	t.Cleanup(func() { acl("allchannels") })
+	e.breakConns(t)
+	bustest.WaitFor(t, "unhealthy while the resubscribe is refused", bustest.Tick(t), func() bool { return !bus.Healthy() })
+	acl("allchannels")
+	select {
+	case chs := <-caught:
+		if len(chs) != 1 || chs[0] != ch {
+			t.Fatalf("caught up %v", chs)
+		}
+	case <-time.After(bustest.Wait):
+		t.Fatal("not subscribed again once Redis accepted")
+	}
+	if !bus.Healthy() {
+		t.Fatal("unhealthy once subscribed again")
+	}
+	e.publish(t, ch, "back")
+	if m := bustest.Next(t, msgs); m.Payload != "back" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// TestFollowsAcrossTopologyChanges: on a Redis Cluster, a followed channel
+// keeps being followed when its slot migrates to another master (Redis
+// ends the subscription on the old one), when a replica takes over with
+// CLUSTER FAILOVER, and when its master is killed and its replica
+// promoted; whenever the bus lost the channel it says so, then that it
+// caught up. With Sentinel, a killed primary is the same.
+func TestFollowsAcrossTopologyChanges(t *testing.T) {
+	e := breakableEnv(t)
+	var faults []struct {
+		name  string
+		fault func(key string)
+	}
+	add := func(name string, fault func(key string)) {
+		faults = append(faults, struct {
+			name  string
+			fault func(key string)
+		}{name, fault})
+	}
+	switch e.srv.Mode() {
+	case redistest.ModeCluster:
+		add("slot migration", func(key string) { e.srv.MigrateSlot(t, key) })
+		add("CLUSTER FAILOVER", func(key string) { e.srv.Failover(t, key) })
+		add("master killed", func(key string) { e.srv.KillMaster(t, key); e.srv.RestartKilled(t) })
+	case redistest.ModeSentinel:
+		add("primary killed", func(string) { e.srv.KillPrimary(t); e.srv.RestartKilled(t) })
+	default:
+		t.Skip("topology changes need CALLGATE_TEST_REDIS=cluster or sentinel")
+	}
+	lost := make(chan []string, 16)
+	caught := make(chan []string, 16)
+	bus, msgs := e.start(t, pubsub.Config{
+		OnLost:      func(chs []string) { lost <- chs },
+		OnReconnect: func(_ context.Context, chs []string) { caught <- chs },
+	})
+	ctx := context.Background()
+	ch := e.channel(t, 0)
+	if err := bus.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range faults {
+		f.fault(ch)
+		// A connection to the node that failed or gave the slot up breaks
+		// at once, well before the fault helper has seen the cluster
+		// settle. A connection that Redis routed to a replica (the
+		// cluster's layout moments after a failover can still name it)
+		// follows the channel through replication, and breaks only if
+		// that node goes.
+		select {
+		case chs := <-lost:
+			if len(chs) != 1 || chs[0] != ch {
+				t.Fatalf("%s: lost %v", f.name, chs)
+			}
+			select {
+			case chs := <-caught:
+				if len(chs) != 1 || chs[0] != ch {
+					t.Fatalf("%s: caught up %v", f.name, chs)
+				}
+			case <-time.After(bustest.Wait):
+				t.Fatalf("%s: the bus lost the channel and never caught it up", f.name)
+			}
+		default:
+			t.Logf("%s: the subscriber connection was not affected", f.name)
+		}
+		e.publish(t, ch, f.name)
+		if m := bustest.Next(t, msgs); m != (bustest.Message{Channel: ch, Payload: f.name}) {
+			t.Fatalf("%s: got %+v", f.name, m)
+		}
+		if !bus.Healthy() {
+			t.Fatalf("%s: not healthy once caught up", f.name)
+		}
+		t.Logf("fault %d (%s): followed again", i, f.name)
+	}
+}

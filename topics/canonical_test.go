@@ -3,6 +3,7 @@ package topics
 import (
 	"errors"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestCanonicalEqualValues(t *testing.T) {
@@ -61,6 +62,10 @@ func FuzzCanonical(f *testing.F) {
 		c, err := Canonical(doc)
 		if err != nil {
 			return
+		}
+		// The canonical state is sent to sockets as it is.
+		if !utf8.Valid(c) {
+			t.Fatalf("Canonical(%q) = %q, not valid UTF-8", doc, c)
 		}
 		again, err := Canonical(c)
 		if err != nil || string(again) != string(c) {

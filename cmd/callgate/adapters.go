@@ -16,7 +16,7 @@ import (
 // Redis work whether a call exists or not.
 func resolver(store *calls.Store, keys calls.Keys) gateway.Resolver {
 	return gateway.ResolverFunc(func(ctx context.Context, id string) (gateway.Target, error) {
-		c, err := store.ResolveUniform(ctx, id)
+		c, err := store.Identify(ctx, id)
 		if errors.Is(err, calls.ErrNotFound) {
 			return gateway.Target{}, gateway.ErrNotFound
 		}

@@ -24,7 +24,11 @@ import (
 	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/pubsub"
 	"github.com/callgate/callgate/topics"
+	"github.com/callgate/callgate/viewer"
 )
+
+// viewerPath is where --viewer serves the live call viewer.
+const viewerPath = "/viewer/"
 
 // app is one running gateway instance: its Redis, bus, sockets and HTTP
 // server, wired together.
@@ -38,6 +42,7 @@ type app struct {
 	bus    *pubsub.Bus
 	gw     *gateway.Server
 	events *calls.Events
+	calls  *calls.Handler
 	m      *metrics
 	// verifier checks client tokens; nil without token configuration.
 	verifier *auth.Verifier
@@ -146,21 +151,23 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		}
 	}
 	handler := calls.NewHandler(calls.HandlerConfig{
-		Store:           store,
-		Events:          a.events,
-		Verifier:        verifier,
-		MaxBody:         cfg.MaxBody,
-		MaxPostCallBody: cfg.MaxPostCallBody,
-		Logger:          log,
-		CallCacheTTL:    cfg.CallCacheTTL,
+		Store:             store,
+		Events:            a.events,
+		Verifier:          verifier,
+		MaxBody:           cfg.MaxBody,
+		MaxPostCallBody:   cfg.MaxPostCallBody,
+		WebhookBodyBudget: cfg.WebhookBodyBudget,
+		Logger:            log,
+		CallCacheTTL:      cfg.CallCacheTTL,
 	})
+	a.calls = handler
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = httpError
-	// A request id from the load balancer is kept, else one is made; it
-	// is in the answer's X-Request-Id and in the request's log line.
-	e.Use(middleware.Recover(), middleware.RequestID(), a.m.countWebhooks)
+	// A short, safe request id from the load balancer is kept, else one
+	// is made (see requestID).
+	e.Use(middleware.Recover(), requestID, a.m.countWebhooks)
 	e.GET("/metrics", a.m.handler())
 	e.GET("/ws/calls/transcriptions", echo.WrapHandler(a.gw))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
@@ -183,6 +190,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		a.gw.ServeCallStream(c.Response(), c.Request(), id)
 		return nil
 	})
+	if cfg.Viewer {
+		// A static page: it authenticates its sockets as any client does.
+		v := echo.WrapHandler(viewer.Handler(viewerPath))
+		e.Any(strings.TrimSuffix(viewerPath, "/"), v)
+		e.Any(viewerPath+"*", v)
+	}
 	api := e.Group("/api", httpapi.RequireAPIKey(cfg.APIKeys))
 	handler.Register(e, api)
 	topics.NewHandler(topicStore, cfg.MaxTopicBytes, log).Register(api)

@@ -37,6 +37,13 @@ type instance struct {
 // key prefix prefix, and stops it when the test ends.
 func startInstance(t testing.TB, srv *redistest.Server, prefix, name string, mutate ...func(*config)) *instance {
 	t.Helper()
+	return startInstanceLogging(t, srv, prefix, name, nil, mutate...)
+}
+
+// startInstanceLogging is startInstance that also writes the instance's
+// logs to logs, unless it is nil.
+func startInstanceLogging(t testing.TB, srv *redistest.Server, prefix, name string, logs io.Writer, mutate ...func(*config)) *instance {
+	t.Helper()
 	cfg, err := parseConfig([]string{
 		"--addr", "127.0.0.1:0",
 		srv.Flag(), srv.URL(),
@@ -58,7 +65,11 @@ func startInstance(t testing.TB, srv *redistest.Server, prefix, name string, mut
 	}
 	tw := &testWriter{t: t}
 	t.Cleanup(tw.stop) // runs after the shutdown below: late goroutines log nothing
-	a, err := newApp(context.Background(), cfg, newLogger(cfg, tw))
+	var w io.Writer = tw
+	if logs != nil {
+		w = io.MultiWriter(tw, logs)
+	}
+	a, err := newApp(context.Background(), cfg, newLogger(cfg, w))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/topics"
 )
@@ -43,6 +44,9 @@ type config struct {
 	Topics                 []string
 	MaxTopicBytes          int64
 	TopicOrgs              []string
+	// Viewer serves the live call viewer at /viewer/; on by default
+	// with --dev.
+	Viewer bool
 
 	DebugAddr             string
 	HTTPReadHeaderTimeout time.Duration
@@ -72,6 +76,7 @@ type config struct {
 	PongWait          time.Duration
 	MaxBody           int64
 	MaxPostCallBody   int64
+	WebhookBodyBudget int64
 	CallTTL           time.Duration
 	DedupTTL          time.Duration
 	HistoryEvents     int64
@@ -80,6 +85,9 @@ type config struct {
 	UnsubscribeLinger time.Duration
 	ShutdownTimeout   time.Duration
 }
+
+// devAddr is where --dev listens unless --addr is given.
+const devAddr = "127.0.0.1:8080"
 
 // listValue is a comma-separated flag.
 type listValue struct{ p *[]string }
@@ -124,7 +132,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("callgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: embedded Redis unless --redis-url is given; webhooks unsigned and API open unless secrets are given; text logs")
-	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&c.Addr, "addr", ":8080", "listen address (with --dev the default is "+devAddr+": this machine only)")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "one Redis server, e.g. redis://:password@redis:6379/0 (this, --redis-cluster or --redis-sentinel is required without --dev)")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "Redis Cluster seed nodes, e.g. redis://user:pass@10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000")
 	fs.StringVar(&c.RedisSentinel, "redis-sentinel", "", "Redis Sentinel, e.g. redis://user:pass@10.0.0.1:26379?master_name=mymaster&addr=10.0.0.2:26379")
@@ -142,6 +150,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(listValue{&c.Topics}, "topics", "state topics served at /ws/<name> and /api/topics/<name>, comma-separated")
 	fs.Int64Var(&c.MaxTopicBytes, "max-topic-bytes", topics.DefaultMaxBytes, "largest topic state in bytes")
 	fs.Var(listValue{&c.TopicOrgs}, "topic-orgs", "topics readable only by tokens of one org, as topic=org, comma-separated")
+	fs.BoolVar(&c.Viewer, "viewer", false, "serve the live call viewer page at /viewer/ (on by default with --dev)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); keep it private")
 	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time to read a request's headers (slowloris)")
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", 2*time.Minute, "time to read a whole request, body included (post-call bodies are large)")
@@ -168,6 +177,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.PongWait, "pong-wait", 60*time.Second, "how long a silent socket is kept; the server pings at 9/10 of it")
 	fs.Int64Var(&c.MaxBody, "max-body", 1<<20, "largest API request and live webhook body in bytes")
 	fs.Int64Var(&c.MaxPostCallBody, "max-post-call-body", 64<<20, "largest post-call webhook body in bytes (recordings are large)")
+	fs.Int64Var(&c.WebhookBodyBudget, "webhook-body-budget", calls.DefaultWebhookBodyBudget, "bytes of webhook bodies held at once before their signature is checked; past it webhooks get 503 busy")
 	fs.DurationVar(&c.CallTTL, "call-ttl", 7*24*time.Hour, "how long a call record is kept after its last change")
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", 24*time.Hour, "how long a webhook delivery is remembered to drop its repeats")
 	fs.Int64Var(&c.HistoryEvents, "history-events", 1000, "events kept per call for clients that resume (approximate)")
@@ -176,7 +186,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.UnsubscribeLinger, "unsubscribe-linger", 2*time.Second, "how long the instance stays subscribed in Redis to a call no local client follows any more, so that clients coming back need no new SUBSCRIBE; 0 unsubscribes at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: callgate [flags]\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
+		fmt.Fprintf(stderr, "Usage: callgate [flags]\n       callgate tail [flags] <call_sid or conversation_id>   (follow a call; callgate tail -h)\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
 		fs.PrintDefaults()
 	}
 
@@ -201,6 +211,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	})
 	if envErr != nil {
 		return c, envErr
+	}
+	// --dev serves an open API and takes unsigned webhooks: only this
+	// machine reaches it unless --addr (or CALLGATE_ADDR) says otherwise.
+	if c.Dev && !set["addr"] && getenv(envName("addr")) == "" {
+		c.Addr = devAddr
+	}
+	if c.Dev && !set["viewer"] && getenv(envName("viewer")) == "" {
+		c.Viewer = true
 	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
@@ -328,6 +346,7 @@ func (c config) validate() error {
 		{"max-frame-bytes", c.MaxFrameBytes}, {"send-queue", int64(c.SendQueue)}, {"send-queue-bytes", int64(c.SendQueueBytes)},
 		{"max-subscriptions", int64(c.MaxSubscriptions)}, {"max-body", c.MaxBody},
 		{"max-post-call-body", c.MaxPostCallBody}, {"pong-wait", int64(c.PongWait)},
+		{"webhook-body-budget", c.WebhookBodyBudget},
 		{"call-ttl", int64(c.CallTTL)}, {"dedup-ttl", int64(c.DedupTTL)},
 		{"history-events", c.HistoryEvents}, {"history-ttl", int64(c.HistoryTTL)},
 		{"shutdown-timeout", int64(c.ShutdownTimeout)}, {"max-topic-bytes", c.MaxTopicBytes},
@@ -343,6 +362,9 @@ func (c config) validate() error {
 	}
 	if c.UnsubscribeLinger < 0 {
 		errs = append(errs, fmt.Errorf("--unsubscribe-linger (%s) must not be negative", envName("unsubscribe-linger")))
+	}
+	if c.WebhookBodyBudget < max(c.MaxBody, c.MaxPostCallBody) {
+		errs = append(errs, fmt.Errorf("--webhook-body-budget (%s) must be at least --max-post-call-body and --max-body, or the largest webhooks could never be read", envName("webhook-body-budget")))
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

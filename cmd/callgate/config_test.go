@@ -62,6 +62,7 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{[]string{"--dev", "--allowed-origins", "dash.example.com"}, nil, "--allowed-origins"},
 		{[]string{"--dev"}, map[string]string{"CALLGATE_PONG_WAIT": "soon"}, "CALLGATE_PONG_WAIT"},
 		{[]string{"--dev", "stray"}, nil, "unexpected argument"},
+		{[]string{"--dev", "--webhook-body-budget", "1048576"}, nil, "--webhook-body-budget (CALLGATE_WEBHOOK_BODY_BUDGET) must be at least --max-post-call-body"},
 		{[]string{"--dev"}, map[string]string{"CALLGATE_UNSUBSCRIBE_LINGER": "-1s"}, "--unsubscribe-linger (CALLGATE_UNSUBSCRIBE_LINGER) must not be negative"},
 	} {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
@@ -85,5 +86,57 @@ func TestRefusesToStartWithoutRedis(t *testing.T) {
 	_, err = newApp(context.Background(), cfg, newLogger(cfg, io.Discard))
 	if err == nil || !strings.Contains(err.Error(), "cannot reach Redis") || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestDevListensOnLoopback: --dev serves an open API and unsigned
+// webhooks, so it listens on 127.0.0.1 unless --addr or CALLGATE_ADDR says
+// otherwise, and its banner says who can reach it.
+func TestDevListensOnLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--dev"}, nil, "127.0.0.1:8080"},
+		{[]string{"--dev", "--addr", ":9000"}, nil, ":9000"},
+		{[]string{"--dev"}, map[string]string{"CALLGATE_ADDR": ":9001"}, ":9001"},
+		{[]string{"--redis-url", "redis://127.0.0.1:1", "--webhook-secret", "s", "--api-key", "k", "--allow-anonymous"}, nil, ":8080"},
+	} {
+		c, err := parseConfig(tc.args, env(tc.env), io.Discard)
+		if err != nil || c.Addr != tc.want {
+			t.Errorf("%v %v: addr %q (%v), want %q", tc.args, tc.env, c.Addr, err, tc.want)
+		}
+	}
+	for addr, want := range map[string]string{
+		"127.0.0.1:8080": "this machine only",
+		"[::1]:8080":     "this machine only",
+		":8080":          "NOT only this machine",
+		"0.0.0.0:8080":   "NOT only this machine",
+		"10.1.2.3:8080":  "NOT only this machine",
+	} {
+		if got := reach(addr); !strings.HasPrefix(got, want) {
+			t.Errorf("reach(%q) = %q, want %q…", addr, got, want)
+		}
+	}
+
+	cfg, err := parseConfig([]string{"--dev", "--addr", "127.0.0.1:0"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(context.Background(), cfg, newLogger(cfg, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.serve() }()
+	defer func() {
+		a.shutdown(context.Background())
+		<-served
+	}()
+	var banner strings.Builder
+	printDevBanner(&banner, cfg, a)
+	if want := "Listening on " + a.addr() + ": this machine only"; !strings.Contains(banner.String(), want) {
+		t.Errorf("banner does not say %q:\n%s", want, banner.String())
 	}
 }

@@ -102,6 +102,9 @@ func TestHostileInput(t *testing.T) {
 		}(),
 		"wrong aud": token(t, "u", "acme", func(c jwt.MapClaims) { c["aud"] = "someone-else" }),
 		"no exp":    token(t, "u", "acme", func(c jwt.MapClaims) { delete(c, "exp") }),
+		"exp as a string": token(t, "u", "acme", func(c jwt.MapClaims) {
+			c["exp"] = strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+		}),
 	} {
 		if _, status, code := in.dialWith(tok); status != http.StatusUnauthorized || code != "invalid_token" {
 			t.Errorf("%s token: %d %s, want 401 invalid_token", name, status, code)

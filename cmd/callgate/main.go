@@ -1,8 +1,10 @@
-// Command callgate runs one instance of the callgate WebSocket gateway.
+// Command callgate runs one instance of the callgate WebSocket gateway,
+// or, as callgate tail, follows a call on one.
 //
 //	callgate --dev                       one instance on an embedded Redis
 //	callgate --redis-url redis://… \
 //	         --webhook-secret … --api-key …
+//	callgate tail EL_demo                print the events of call EL_demo
 //
 // See README.md for every flag and its CALLGATE_* variable.
 package main
@@ -22,6 +24,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tail" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := runTail(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

@@ -66,6 +66,10 @@ func newMetrics(a *app) *metrics {
 			func() float64 { return float64(a.gw.Stats().Dropped) }),
 		counter("callgate_send_queue_overflows_total", "Sockets disconnected because their send queue overflowed.",
 			func() float64 { return float64(a.gw.Stats().Overflows) }),
+		gauge("callgate_webhook_unverified_bytes", "Bytes of webhook bodies held now before their signature is checked (--webhook-body-budget bounds it).",
+			func() float64 { return float64(a.calls.WebhookBytesHeld()) }),
+		counter("callgate_webhook_busy_total", "Webhooks answered 503 busy because --webhook-body-budget was full.",
+			func() float64 { return float64(a.calls.WebhooksBusy()) }),
 		counter("callgate_redis_reconnects_total", "Times the Redis subscriber connection was restored after a failure.",
 			func() float64 { return float64(a.bus.Reconnects()) }),
 	)

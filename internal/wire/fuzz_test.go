@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzRead checks that no input crashes the readers, and that what Parse
@@ -18,6 +19,9 @@ func FuzzRead(f *testing.F) {
 		id, epoch, ok := Parse(frame)
 		ns := PublishedAt(frame)
 		name, named := EventName(frame)
+		if named && utf8.Valid(frame) && !utf8.ValidString(name) {
+			t.Fatalf("EventName(%q) = %q, not valid UTF-8", frame, name)
+		}
 		if !ok {
 			if id != 0 || epoch != 0 || ns != 0 || named {
 				t.Fatalf("not an event, yet Parse = %d, %d; PublishedAt = %d; EventName = %q, %v", id, epoch, ns, name, named)
@@ -52,6 +56,8 @@ func FuzzBuild(f *testing.F) {
 		if id <= 0 || epoch < 0 {
 			return
 		}
+		// Data must be valid UTF-8 (Tail.Data); the strings need not be.
+		data = bytes.ToValidUTF8(data, []byte("\uFFFD"))
 		if !json.Valid(data) {
 			data, _ = json.Marshal(string(data))
 		} else {
@@ -66,6 +72,10 @@ func FuzzBuild(f *testing.F) {
 		if want := marshalTail(t, tail); !bytes.Equal(got, want) {
 			t.Fatalf("AppendTail(%+v)\n got %s\nwant %s", tail, got, want)
 		}
-		checkFrame(t, Build(id, epoch, got), id, epoch, tail)
+		frame := Build(id, epoch, got)
+		if !utf8.Valid(frame) {
+			t.Fatalf("frame %q is not valid UTF-8", frame)
+		}
+		checkFrame(t, frame, id, epoch, tail)
 	})
 }

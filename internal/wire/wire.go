@@ -41,7 +41,8 @@ type Tail struct {
 	ConversationID string // omitted when empty
 	Time           time.Time
 	// Data is the event's data as JSON, written as it is: the caller
-	// vouches that it is one valid JSON value. Empty writes null.
+	// vouches that it is one valid JSON value in valid UTF-8 (browsers
+	// close a socket on a frame that is not). Empty writes null.
 	Data []byte
 }
 

@@ -226,6 +226,8 @@ export interface TopicSubscription {
   readonly name: string;
   /** The version of data; 0 before the first state. */
   readonly version: number;
+  /** The epoch of version ("0" before the first state). */
+  readonly epoch: string;
   /** The newest state received. */
   readonly data: unknown;
   readonly state: "connecting" | "open" | "closed";
@@ -1195,11 +1197,20 @@ class CallSub implements Subscription {
     this.state = "active";
     this.retries = 0;
     this.callSid = f.call.call_sid;
-    if (f.recovered === false) this.rebase = true;
-    if (this.eventId === undefined) {
-      // Delivery starts after the call's last event: resume from there.
-      this.eventId = f.event_id ?? "0";
+    if (f.event_id !== undefined) {
+      // The events that follow continue after this position: the call's
+      // last event for a live start, the since of a resume, or where the
+      // store can go on from when it lost what this client had.
+      if (this.epoch !== undefined && f.epoch !== undefined && f.epoch !== this.epoch) this.past.add(this.epoch);
+      this.eventId = f.event_id;
       this.epoch = f.epoch;
+    } else {
+      // An older gateway: after recovered:false, take whatever comes next.
+      if (f.recovered === false) this.rebase = true;
+      if (this.eventId === undefined) {
+        this.eventId = "0";
+        this.epoch = f.epoch;
+      }
     }
     this.setRecord(f.call);
     safely(this.o.onSubscribed, f.call, f.recovered);
@@ -1223,7 +1234,7 @@ class CallSub implements Subscription {
     if (this.state === "closed") return;
     if (this.epoch !== undefined && this.epoch !== f.epoch) this.past.add(this.epoch);
     this.epoch = f.epoch;
-    this.eventId = "0";
+    this.eventId = f.event_id ?? "0";
     this.rebase = false;
     this.lost("reset", f.epoch);
   }
@@ -1323,6 +1334,7 @@ class Stream implements EventStream {
 /** TopicSub is one followed topic, on its own socket. */
 class TopicSub implements TopicSubscription {
   version = 0;
+  epoch = "0";
   data: unknown = null;
   private link: Channel;
 
@@ -1363,10 +1375,18 @@ class TopicSub implements TopicSubscription {
   }
 
   private frame(f: ServerFrame): void {
-    if (f.type === "state" && f.topic === this.name && f.version > this.version) {
+    const epoch = f.type === "state" ? (f.epoch ?? "0") : "";
+    if (
+      f.type === "state" &&
+      f.topic === this.name &&
+      (compareIds(epoch, this.epoch) > 0 || (epoch === this.epoch && f.version > this.version))
+    ) {
       // Each connection starts from the current state: a version seen
-      // already is dropped, so the app never goes back.
+      // already is dropped, so the app never goes back; a later epoch (the
+      // store lost the state and counts again) is newer whatever its
+      // version.
       this.version = f.version;
+      this.epoch = epoch;
       this.data = f.data;
       safely(this.o.onState, f);
     } else if (f.type === "error") {

@@ -111,7 +111,9 @@ test("resuming from an older epoch: the later epochs' events are delivered, the 
   let ws = await FakeSocket.nth(0);
   ws.open();
   assert.deepEqual({ ...ws.subscribeOf("CA1"), id: "" }, { type: "subscribe", call: "CA1", since: "5", epoch: "E1", id: "" });
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: false, epoch: "E2", event_id: "2" });
+  // The events that follow continue after the since: the rest of E1 the
+  // gateway still holds, then E2.
+  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: false, epoch: "E1", event_id: "5" });
   ws.push(ev(6, "E1"), ev(1, "E2"), ev(2, "E2"), ev(7, "E1"));
   assert.deepEqual(log.events, ["E1:6", "E2:1", "E2:2"]);
   assert.equal(log.lost.length, 1);
@@ -365,6 +367,23 @@ test("a topic's versions never go back, across reconnects", async () => {
   assert.deepEqual(seen, [3, 4, 5]);
   assert.equal(t.version, 5);
   assert.deepEqual(t.data, { a: 5 });
+  client.close();
+});
+
+test("a topic's later epoch is newer whatever its version; an older one is dropped", async () => {
+  const { client } = setup();
+  const seen = [];
+  const t = client.topic("workflows", { onState: (s) => seen.push(`${s.epoch}/${s.version}`) });
+  const ws = await FakeSocket.nth(0);
+  ws.open();
+  ws.push({ type: "state", topic: "workflows", version: 7, epoch: "1700000000000", data: { a: 7 } });
+  // The store lost the state and counts again in a new epoch.
+  ws.push({ type: "state", topic: "workflows", version: 1, epoch: "1700000005000", data: { a: 1 } });
+  ws.push({ type: "state", topic: "workflows", version: 9, epoch: "1700000000000", data: { stale: true } });
+  ws.push({ type: "state", topic: "workflows", version: 2, epoch: "1700000005000", data: { a: 2 } });
+  assert.deepEqual(seen, ["1700000000000/7", "1700000005000/1", "1700000005000/2"]);
+  assert.equal(t.epoch, "1700000005000");
+  assert.deepEqual(t.data, { a: 2 });
   client.close();
 });
 
