@@ -205,6 +205,23 @@ func TestDashboardMetrics(t *testing.T) {
 	}
 }
 
+// TestDashboardConnectionsByTransport: the connections panel shows
+// WebSockets and Server-Sent Events streams apart, as the transport label
+// of callgate_connections tells them.
+func TestDashboardConnectionsByTransport(t *testing.T) {
+	for _, p := range allPanels(loadDashboard(t).Panels) {
+		for _, tg := range p.Targets {
+			if slices.Contains(promMetrics(tg.Expr), "callgate_connections") {
+				if !regexp.MustCompile(`by \([^)]*\btransport\b`).MatchString(tg.Expr) || !strings.Contains(tg.LegendFormat, "{{transport}}") {
+					t.Errorf("panel %q: %q (legend %q) does not show the transports apart", p.Title, tg.Expr, tg.LegendFormat)
+				}
+				return
+			}
+		}
+	}
+	t.Error("no panel shows callgate_connections")
+}
+
 // TestDashboardStructure: importable as is, with the Prometheus data source
 // chosen by the ${DS_PROMETHEUS} variable.
 func TestDashboardStructure(t *testing.T) {

@@ -59,6 +59,13 @@ type e2eCluster struct {
 // startE2ECluster starts them; env is added to each instance's environment.
 func startE2ECluster(t *testing.T, env ...string) *e2eCluster {
 	t.Helper()
+	return startE2EClusterWith(t, "", env...)
+}
+
+// startE2EClusterWith starts them with extra added to nginx's
+// per-environment server configuration (a test's own locations).
+func startE2EClusterWith(t *testing.T, extra string, env ...string) *e2eCluster {
+	t.Helper()
 	nginxBin, redisBin := requireTools(t)
 	bin := buildCallgate(t)
 	dir := t.TempDir()
@@ -113,7 +120,7 @@ func startE2ECluster(t *testing.T, env ...string) *e2eCluster {
 	files := map[string]string{
 		"nginx.conf":             string(main),
 		"callgate/upstream.conf": upstream.String(),
-		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort),
+		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort) + extra,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(prefix, name), []byte(content), 0o644); err != nil {

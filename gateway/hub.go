@@ -211,7 +211,7 @@ func (h *hub) deliver(channel string, payload []byte) (n int, followed bool) {
 		return 0, followed
 	}
 	gap := false
-	out := outFrame{data: payload, published: wire.PublishedAt(payload)}
+	out := outFrame{data: payload, meta: &frameMeta{published: wire.PublishedAt(payload), call: cs.key, pos: p}}
 	for c, f := range cs.subs {
 		switch {
 		case f.pos.Epoch == p.Epoch && p.Seq == f.pos.Seq+1, f.pos == none && p.Seq == 1:
@@ -284,6 +284,11 @@ func (h *hub) revoke(cs *channelState, c *conn, f *follower) {
 	f.sub.revoked.Store(true)
 	c.enqueue(encode(unsubscribedFrame{Type: "unsubscribed", CallSID: cs.key, Reason: reasonForbidden}))
 	c.logger().Info("subscription ended: the call is not visible to this connection any more", "call", cs.key)
+	if c.stream != nil {
+		// A stream is the calls its URL names: it cannot go on as asked,
+		// and the same URL would now get 404.
+		c.closeWith(CloseForbidden, "a call of this stream is not visible to this token any more")
+	}
 }
 
 // replyAt queues to c the reply that build makes from c's position in
@@ -343,7 +348,7 @@ func positionFields(p Position) (epoch, eventID string) {
 
 // resetFor is the reset frame that tells a follower of call the events
 // that follow continue after p.
-func resetFor(call string, p Position) []byte {
+func resetFor(call string, p Position) outFrame {
 	epoch, id := positionFields(p)
-	return encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id})
+	return outFrame{data: encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id}), meta: &frameMeta{call: call, pos: p}}
 }

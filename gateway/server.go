@@ -12,8 +12,11 @@ import (
 
 // Stats are a Server's counters.
 type Stats struct {
-	// Connections and Subscriptions are open now.
+	// Connections and Subscriptions are open now. Connections counts
+	// sockets and streams; Streams the Server-Sent Events streams among
+	// them.
 	Connections   int64
+	Streams       int64
 	Subscriptions int64
 	// Channels are followed by at least one local connection.
 	Channels int
@@ -34,8 +37,8 @@ type Stats struct {
 }
 
 type metrics struct {
-	connections, subscriptions, delivered, dropped, overflows atomic.Int64
-	busMessages, busFollowed                                  atomic.Int64
+	connections, streams, subscriptions, delivered, dropped, overflows atomic.Int64
+	busMessages, busFollowed                                           atomic.Int64
 }
 
 // Server accepts client connections and fans bus messages out to them.
@@ -95,7 +98,8 @@ func NewServer(cfg Config) *Server {
 	s.targets = newTargets(targetTTL)
 	s.flusher = newFlusher()
 	s.handlers = newHandlerPool(2 * time.Second)
-	s.bg.Go(s.pinger)
+	s.bg.Go(func() { s.pinger(cfg.pingPeriod(), false) })
+	s.bg.Go(func() { s.pinger(cfg.StreamKeepalive, true) })
 	for _, t := range cfg.Topics {
 		ts := &topicState{Topic: t, conns: make(map[*conn]Position)}
 		s.topics[t.Name] = ts
@@ -149,6 +153,7 @@ func (s *Server) unsubscribe(ctx context.Context, c *conn, channel string) {
 func (s *Server) Stats() Stats {
 	return Stats{
 		Connections:   s.metrics.connections.Load(),
+		Streams:       s.metrics.streams.Load(),
 		Subscriptions: s.metrics.subscriptions.Load(),
 		Channels:      s.hub.channels(),
 		Delivered:     s.metrics.delivered.Load(),
@@ -167,7 +172,8 @@ func (s *Server) Draining() bool {
 }
 
 // Shutdown stops accepting connections, closes every open one with 1001
-// (going away) so clients reconnect elsewhere, and waits for them to finish
+// (going away; a stream ends after its close event) so clients reconnect
+// elsewhere, and waits for them to finish
 // until ctx ends, when it drops the rest. Then it stops the server's own
 // goroutines (pinger, flusher, handlers, catch-ups) and waits for them:
 // once it returns, nothing of the server runs. Deliver and Resync may

@@ -32,14 +32,28 @@ import (
 // outFrame is a queued frame.
 type outFrame struct {
 	data []byte
-	// published is when a live event was published, in Unix nanoseconds;
-	// 0 for other frames.
-	published int64
+	// meta is set for the frames that move a call forward; nil for
+	// others.
+	meta *frameMeta
 	// control: data is a whole control frame, header included; otherwise
 	// it is the payload of a text frame.
 	control bool
 	// close: this is the close frame; nothing follows it.
 	close bool
+}
+
+// frameMeta is what the writers know of a frame that moves a call
+// forward (an event, a subscribed or reset reply) besides its bytes. One
+// is shared by every connection the frame is queued to (a delivery
+// allocates one, not one per follower) and never modified.
+type frameMeta struct {
+	// published is when a live event was published, in Unix nanoseconds;
+	// 0 for other frames.
+	published int64
+	// call is the call, and pos the position the frame moves it to; a
+	// stream's writer builds its event ids from them (see sse.go).
+	call string
+	pos  Position
 }
 
 var pingFrame = []byte{0x89, 0x00}
@@ -171,6 +185,7 @@ func (f *flusher) run() {
 type writeScratch struct {
 	hdrs []byte
 	bufs [][]byte
+	ends []int // buildStream: where each header ends in hdrs
 	sys  sysScratch
 }
 
@@ -239,7 +254,15 @@ func (c *conn) flush(w *writeScratch) {
 	if frames == nil {
 		return
 	}
-	bufs, total := w.build(frames)
+	var (
+		bufs  [][]byte
+		total int
+	)
+	if c.stream != nil {
+		bufs, total = w.buildStream(c, frames)
+	} else {
+		bufs, total = w.build(frames)
+	}
 	if !c.wmu.TryLock() {
 		// Gorilla is writing a control frame.
 		go c.finishWrite(remainder(bufs, 0), frames, false)
@@ -286,11 +309,11 @@ func (c *conn) written(frames []outFrame) {
 	if lat := c.srv.cfg.PublishLatency; lat != nil {
 		var now int64
 		for _, f := range frames {
-			if f.published != 0 {
+			if f.meta != nil && f.meta.published != 0 {
 				if now == 0 {
 					now = time.Now().UnixNano()
 				}
-				lat(time.Duration(now - f.published))
+				lat(time.Duration(now - f.meta.published))
 			}
 		}
 	}

@@ -1,8 +1,9 @@
-// The callgate client, built by tsc from clients/js (sources bb4cc63e597a05dd): do not edit.
+// The callgate client, built by tsc from clients/js (sources a7d3070f0d9960d0): do not edit.
 // Refresh: (cd clients/js && npm ci) && go test ./viewer -run TestClientBuild -update
 // A client for the callgate WebSocket gateway. It follows calls and state
 // topics, and keeps following them across reconnects, instance restarts
-// and token expiry without losing an event or delivering one twice.
+// and token expiry without losing an event or delivering one twice; over
+// Server-Sent Events where a WebSocket cannot be opened.
 //
 // This file is the whole runtime: it imports nothing, so the built
 // dist/index.js can be served to a page as one ES module.
@@ -51,6 +52,26 @@ function closeAction(code) {
 const PING = '{"type":"ping"}';
 const CALLS_PATH = "/ws/calls/transcriptions";
 /**
+ * backoffDelay is the wait before reconnecting after the nth failure in a
+ * row. Full jitter: a random time up to min(max, base·2ⁿ). The first
+ * reconnect after a working connection closed with 1001, 4008, 4001 or
+ * 4002 is immediate; 4029, 4030 and 1013 wait at least base, and up to
+ * 8·base or more.
+ */
+function backoffDelay(settings, n, action) {
+    const { reconnectBaseMs: base, reconnectMaxMs: cap } = settings;
+    const full = (k) => Math.random() * Math.min(cap, base * 2 ** k);
+    switch (action) {
+        case "now":
+        case "token":
+            return n === 0 ? 0 : full(n);
+        case "slow":
+            return Math.min(cap, base + full(Math.max(n, 3)));
+        default:
+            return full(n);
+    }
+}
+/**
  * Link is one socket to the gateway, kept up until closed: it
  * authenticates, paces what it sends, checks liveness with pings and
  * reconnects after every close, as the close code says.
@@ -62,6 +83,8 @@ class Link {
         this.path = path;
         this.owner = owner;
         this.state = "connecting";
+        /** The current socket got its welcome. */
+        this.welcomed = false;
         /** Connection attempts, for the URL. */
         this.attempts = 0;
         /** Failed attempts since the last welcome, for the backoff. */
@@ -83,6 +106,8 @@ class Link {
         this.pump();
         return true;
     }
+    /** A socket's subscriptions are frames: nothing to do. */
+    changed() { }
     /** Closes the socket for good. */
     close() {
         this.state = "closed";
@@ -114,7 +139,8 @@ class Link {
         }
         if (this.state !== "connecting")
             return; // closed meanwhile
-        this.client.emit({ type: "connecting", socket: this.name, url, attempt });
+        this.welcomed = false;
+        this.client.emit({ type: "connecting", socket: this.name, url, attempt, transport: "websocket" });
         let ws;
         try {
             ws = new this.client.settings.WebSocket(url);
@@ -163,8 +189,10 @@ class Link {
         switch (f.type) {
             case "welcome":
                 this.failures = 0;
+                this.welcomed = true;
+                this.client.socketWelcomed();
                 this.tokenReason = "connect";
-                this.client.emit(openEvent(this.name, f));
+                this.client.emit(openEvent(this.name, f, "websocket"));
                 return;
             case "authenticated":
                 this.client.emit({ type: "authenticated", socket: this.name, user: f.user, expiresAt: f.expires_at });
@@ -219,6 +247,14 @@ class Link {
             this.rate = Math.max(1, this.rate / 2);
             this.burst = Math.max(1, Math.floor(this.burst / 2));
         }
+        if (!this.welcomed && action !== "stop" && this.client.socketFailed()) {
+            // WebSockets do not get through here: streams from now on.
+            this.state = "closed";
+            this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: 0 });
+            this.owner.closed();
+            this.owner.switchToStream();
+            return;
+        }
         if (action === "stop") {
             this.state = "closed";
             this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: undefined });
@@ -232,26 +268,9 @@ class Link {
         this.owner.closed();
         this.retryTimer = setTimeout(() => void this.connect(), delay);
     }
-    /**
-     * backoff is the wait before the next attempt. Full jitter: a random
-     * time up to min(max, base·2ⁿ) for the nth failure in a row. The first
-     * reconnect after a working connection closed with 1001, 4008, 4001 or
-     * 4002 is immediate; 4029, 4030 and 1013 wait at least base, and up to
-     * 8·base or more.
-     */
+    /** backoff is the wait before the next attempt (see backoffDelay). */
     backoff(action) {
-        const { reconnectBaseMs: base, reconnectMaxMs: cap } = this.client.settings;
-        const n = this.failures++;
-        const full = (k) => Math.random() * Math.min(cap, base * 2 ** k);
-        switch (action) {
-            case "now":
-            case "token":
-                return n === 0 ? 0 : full(n);
-            case "slow":
-                return Math.min(cap, base + full(Math.max(n, 3)));
-            default:
-                return full(n);
-        }
+        return backoffDelay(this.client.settings, this.failures++, action);
     }
     /** Forgets the current socket and its timers. */
     drop() {
@@ -303,8 +322,181 @@ class Link {
         this.pongTimer = setTimeout(() => ws === this.ws && this.lost(1006, `no frame within ${pongTimeoutMs} ms`), pongTimeoutMs);
     }
 }
-function openEvent(socket, f) {
-    return { type: "open", socket, instanceId: f.instance_id, connectionId: f.connection_id, user: f.user };
+function openEvent(socket, f, transport) {
+    return { type: "open", socket, instanceId: f.instance_id, connectionId: f.connection_id, user: f.user, transport };
+}
+/** The events a stream sends, by name; EventSource hands out only those listened to. */
+const STREAM_EVENTS = [
+    "welcome", "subscribed", "unsubscribed", "reset", "state", "token_expiring", "close",
+    "status", "transcript", "transcript_correction", "interruption", "completed", "failed", "audio_available",
+];
+/**
+ * StreamLink is one Server-Sent Events stream, kept up until closed. The
+ * client reconnects it itself rather than leaving that to EventSource, so
+ * that each new stream names the calls followed now, each from its
+ * position, with a token fetched as for a socket: after any end or
+ * error, the EventSource is closed and a new one opened, with the same
+ * backoff as a socket's.
+ */
+class StreamLink {
+    /** target returns the stream's path and query (no token); undefined while there is nothing to follow. */
+    constructor(client, name, target, owner) {
+        this.client = client;
+        this.name = name;
+        this.target = target;
+        this.owner = owner;
+        this.state = "connecting";
+        this.attempts = 0;
+        this.failures = 0;
+        this.tokenReason = "connect";
+        this.reopening = false;
+        /** Counts attempts begun and dropped: an attempt that waited for its URL or token gives up if another began since. */
+        this.generation = 0;
+        void this.connect();
+    }
+    /** Nothing is sent on a stream: what it follows is in its URL. */
+    send() {
+        return false;
+    }
+    /** Reopens the stream with the calls followed now, once for all the changes of this turn. */
+    changed() {
+        if (this.reopening || this.state === "closed")
+            return;
+        this.reopening = true;
+        queueMicrotask(() => {
+            this.reopening = false;
+            if (this.state === "closed")
+                return;
+            this.drop();
+            void this.connect();
+        });
+    }
+    close() {
+        this.state = "closed";
+        this.drop();
+    }
+    async connect() {
+        this.state = "connecting";
+        const generation = ++this.generation;
+        const path = this.target();
+        if (path === undefined) {
+            this.state = "waiting"; // until changed
+            return;
+        }
+        const attempt = this.attempts++;
+        let url;
+        let token;
+        try {
+            url = streamUrl(await this.client.urlFor(attempt), path);
+            token = await this.client.token(this.tokenReason);
+        }
+        catch (err) {
+            if (this.state !== "connecting" || generation !== this.generation)
+                return;
+            const code = this.client.settings.getToken ? "token" : "connect";
+            this.client.report(new CallgateError(code, `${this.name}: cannot connect: ${messageOf(err)}`, { terminal: false }));
+            this.lost(1006, messageOf(err));
+            return;
+        }
+        if (this.state !== "connecting" || generation !== this.generation)
+            return; // closed or reopened meanwhile
+        this.client.emit({ type: "connecting", socket: this.name, url, attempt, transport: "sse" });
+        const full = token === undefined ? url : `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+        let es;
+        try {
+            es = new this.client.settings.EventSource(full);
+        }
+        catch (err) {
+            this.lost(1006, messageOf(err));
+            return;
+        }
+        this.es = es;
+        for (const name of STREAM_EVENTS) {
+            es.addEventListener(name, (ev) => es === this.es && this.received(ev.data));
+        }
+        // A refusal (its status is not shown), a lost connection, or the end
+        // of the body: reconnect ourselves.
+        es.addEventListener("error", () => es === this.es && this.lost(1006, "stream failed"));
+    }
+    received(raw) {
+        let f;
+        try {
+            f = JSON.parse(String(raw));
+        }
+        catch {
+            return;
+        }
+        if (f === null || typeof f !== "object")
+            return;
+        switch (f.type) {
+            case "welcome":
+                this.state = "open";
+                this.failures = 0;
+                this.tokenReason = "connect";
+                this.client.emit(openEvent(this.name, f, "sse"));
+                this.owner.opened();
+                return;
+            case "token_expiring":
+                // A stream's token cannot be refreshed: a new stream, with a
+                // fresh token, continues from the positions.
+                if (this.client.settings.getToken) {
+                    this.tokenReason = "expiring";
+                    this.changed();
+                }
+                return;
+            case "close":
+                this.lost(f.code, f.reason);
+                return;
+        }
+        this.owner.frame(f);
+    }
+    /** The stream ended: decide from the close code whether and when to open another. */
+    lost(code, reason) {
+        if (this.state === "closed")
+            return;
+        this.drop();
+        // 4003 on a stream: a call was hidden from the token (its unsubscribed
+        // came first and ended it); the others go on.
+        let action = code === 4003 ? "now" : closeAction(code);
+        if (action === "token") {
+            if (this.client.settings.getToken) {
+                this.tokenReason = code === 4002 ? "expired" : "rejected";
+                this.client.forgetToken();
+            }
+            else {
+                action = "stop";
+            }
+        }
+        if (action === "stop") {
+            this.state = "closed";
+            this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: undefined });
+            const why = reason ? `${code} ${reason}` : String(code);
+            this.owner.closed(new CallgateError("closed", `${this.name}: the gateway ended the stream (${why}); not reconnecting`, { terminal: true, closeCode: code }));
+            return;
+        }
+        const delay = backoffDelay(this.client.settings, this.failures++, action);
+        this.state = "waiting";
+        this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: delay });
+        this.owner.closed();
+        this.retryTimer = setTimeout(() => void this.connect(), delay);
+    }
+    drop() {
+        const es = this.es;
+        this.es = undefined;
+        this.generation++;
+        clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+        try {
+            es?.close();
+        }
+        catch {
+            // already closed
+        }
+    }
+}
+/** streamUrl is the URL of the stream at path on the gateway at base. */
+function streamUrl(base, path) {
+    return socketUrl(base, path).replace(/^ws(s?):/i, "http$1:");
 }
 /** socketUrl is the URL of the socket at path on the gateway at base. */
 function socketUrl(base, path) {
@@ -318,6 +510,10 @@ function socketUrl(base, path) {
 }
 class ClientImpl {
     constructor(o) {
+        /** WebSocket attempts in a row that failed before the welcome. */
+        this.socketFailures = 0;
+        /** The calls of the current stream, in its URL's order, until each one's subscribed event. */
+        this.streamOrder = [];
         /** Followed calls, by the identifier they were subscribed with. */
         this.subs = new Map();
         /** Requests on the call socket awaiting their reply: the subscription of a subscribe, null for an unsubscribe. */
@@ -326,8 +522,16 @@ class ClientImpl {
         this.topics = new Map();
         this.closed = false;
         const WS = o.WebSocket ?? globalThis.WebSocket;
-        if (!WS)
+        const ES = o.EventSource ?? globalThis.EventSource;
+        let transport = o.transport ?? "auto";
+        if (transport === "auto" && !WS && ES)
+            transport = "sse";
+        if (transport === "sse" && !ES)
+            throw new TypeError("callgate: no EventSource here; pass options.EventSource (in Node 20, the eventsource package's)");
+        if (transport !== "sse" && !WS)
             throw new TypeError("callgate: no WebSocket here; pass options.WebSocket (in Node 20, the ws package's)");
+        // auto falls back only where there is an EventSource.
+        this.transport = transport === "sse" ? "sse" : "websocket";
         if (typeof o.url !== "function" && (o.url.length === 0 || o.url[0] === ""))
             throw new TypeError("callgate: options.url is empty");
         this.settings = {
@@ -335,6 +539,8 @@ class ClientImpl {
             token: o.token,
             getToken: o.getToken,
             WebSocket: WS,
+            EventSource: o.transport === "websocket" ? undefined : ES,
+            sseAfter: Math.max(1, Math.floor(positive(o.sseAfter, 3))),
             reconnectBaseMs: positive(o.reconnect?.baseMs, 500),
             reconnectMaxMs: positive(o.reconnect?.maxMs, 30000),
             pingIntervalMs: o.keepalive?.intervalMs ?? 25000,
@@ -360,6 +566,7 @@ class ClientImpl {
             this.request({ type: "unsubscribe", call: sub.call }, null);
         }
         this.end(sub);
+        this.calls?.changed();
     }
     topic(name, options = {}) {
         this.checkOpen();
@@ -389,16 +596,57 @@ class ClientImpl {
         const sub = new CallSub(this, call, options);
         this.subs.set(call, sub);
         if (this.calls === undefined) {
-            this.calls = new Link(this, "calls", CALLS_PATH, {
-                opened: () => this.resubscribeAll(),
-                frame: (f) => this.callFrame(f),
-                closed: (err) => this.callsClosed(err),
-            });
+            this.calls = this.openCalls();
         }
         else {
             this.sendSubscribe(sub);
+            this.calls.changed();
         }
         return sub;
+    }
+    /** openCalls opens the call socket, or the call stream after the fallback. */
+    openCalls() {
+        const owner = {
+            opened: () => this.resubscribeAll(),
+            frame: (f) => this.callFrame(f),
+            closed: (err) => this.callsClosed(err),
+            switchToStream: () => {
+                if (this.closed || this.calls === undefined)
+                    return;
+                this.calls = this.openCalls();
+            },
+        };
+        if (this.transport === "sse")
+            return new StreamLink(this, "calls", () => this.callsStreamPath(), owner);
+        return new Link(this, "calls", CALLS_PATH, owner);
+    }
+    /** The call stream's path: every call followed, each from its position. */
+    callsStreamPath() {
+        const subs = [...this.subs.values()].filter((s) => s.state !== "closed");
+        this.streamOrder = subs;
+        if (subs.length === 0)
+            return undefined;
+        const q = new URLSearchParams();
+        for (const s of subs)
+            q.append("call", s.call);
+        const since = subs.map((s) => (s.eventId === undefined ? "" : s.epoch !== undefined ? `${s.epoch}-${s.eventId}` : s.eventId));
+        if (since.some((p) => p !== ""))
+            q.set("since", since.join(","));
+        return "/sse/calls?" + q.toString();
+    }
+    /** A WebSocket attempt failed before its welcome; true once the client falls back to streams. */
+    socketFailed() {
+        if (this.transport === "websocket" && this.settings.EventSource && ++this.socketFailures >= this.settings.sseAfter) {
+            this.transport = "sse";
+        }
+        return this.transport === "sse";
+    }
+    socketWelcomed() {
+        this.socketFailures = 0;
+    }
+    /** The transport of new connections. */
+    get currentTransport() {
+        return this.transport;
     }
     /** The URL for connection attempt n. */
     async urlFor(attempt) {
@@ -497,7 +745,9 @@ class ClientImpl {
                 this.bySid(f.call_sid)?.reset(f);
                 return;
             case "subscribed": {
-                const sub = this.reply(f.id);
+                // A stream's subscribed events carry no id: they come in the
+                // order of its URL.
+                const sub = f.id === undefined ? this.streamOrder.shift() : this.reply(f.id);
                 if (!sub || sub.state === "closed")
                     return;
                 const other = this.bySid(f.call.call_sid);
@@ -510,6 +760,13 @@ class ClientImpl {
                 return;
             }
             case "unsubscribed":
+                if (f.id === undefined && f.reason !== undefined) {
+                    // The gateway ended it: the call is hidden from this token now.
+                    const sub = this.bySid(f.call_sid);
+                    if (sub)
+                        this.end(sub, new CallgateError(f.reason, `the gateway ended the subscription to ${f.call_sid} (${f.reason})`, { terminal: true, call: sub.call }));
+                    return;
+                }
                 this.reply(f.id);
                 return;
             case "error":
@@ -739,7 +996,11 @@ class TopicSub {
         this.version = 0;
         this.epoch = "0";
         this.data = null;
-        this.link = new Link(client, name, "/ws/" + encodeURIComponent(name), {
+        this.link = this.open();
+    }
+    /** open opens the topic's socket, or its stream after the fallback. */
+    open() {
+        const owner = {
             opened: () => { },
             frame: (f) => this.frame(f),
             closed: (err) => {
@@ -748,7 +1009,15 @@ class TopicSub {
                 this.client.forgetTopic(this);
                 safely(this.o.onError, err);
             },
-        });
+            switchToStream: () => {
+                if (this.link.state === "closed")
+                    this.link = this.open();
+            },
+        };
+        const path = "/" + encodeURIComponent(this.name);
+        if (this.client.currentTransport === "sse")
+            return new StreamLink(this.client, this.name, () => "/sse" + path, owner);
+        return new Link(this.client, this.name, "/ws" + path, owner);
     }
     get state() {
         return this.link.state === "open" || this.link.state === "closed" ? this.link.state : "connecting";

@@ -167,7 +167,8 @@ export type ServerFrame =
   | ErrorFrame
   | CallEvent
   | TopicState
-  | { type: "unsubscribed"; id?: string; call_sid: string }
+  /** reason "forbidden" (no id): the gateway ended the subscription itself. */
+  | { type: "unsubscribed"; id?: string; call_sid: string; reason?: string }
   | { type: "pong"; id?: string }
   | { type: "authenticated"; user: string; expires_at?: string }
   | { type: "token_expiring"; expires_at: string };
