@@ -39,3 +39,24 @@ func TestStalledClientIsCutOff(t *testing.T) {
 		}
 	}
 }
+
+// TestWritesAfterABlockedWriteLongAgo: a connection whose write once had to
+// wait for the client still takes frames after WriteWait has passed: the
+// deadline of that write does not outlive it.
+func TestWritesAfterABlockedWriteLongAgo(t *testing.T) {
+	const writeWait = time.Second
+	srv, _, url := startServer(t, gateway.Config{WriteWait: writeWait, PongWait: time.Hour})
+	ws := rawSubscriber(t, url, "EL_1")
+	// More than the socket buffers hold: the write waits for the client.
+	mem.publish(srv, "EL_1", `,"pad":"`+strings.Repeat("x", 16<<20)+`"`)
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	// The scenario, not a synchronisation: the connection stays quiet for
+	// longer than WriteWait.
+	time.Sleep(writeWait + writeWait/2)
+	mem.publish(srv, "EL_1", "")
+	if _, data, err := ws.ReadMessage(); err != nil || !strings.Contains(string(data), `"event_id":"2"`) {
+		t.Fatalf("after a quiet while: %.60s, %v", data, err)
+	}
+}

@@ -290,6 +290,11 @@ func (c *conn) finishWrite(rest net.Buffers, frames []outFrame, locked bool) {
 		_, err = w.WriteTo(c.nc)
 		clear(chunk) // drop references to the frames
 	}
+	if err == nil {
+		// A deadline left on the socket would fail every later write,
+		// the flusher's non-blocking ones included, once it passed.
+		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
 	c.wmu.Unlock()
 	if err != nil {
 		c.fail(err)

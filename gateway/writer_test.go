@@ -82,17 +82,22 @@ func TestNextChunk(t *testing.T) {
 // deadlineConn is a socket that takes every write at once and checks the
 // deadlines finishWrite sets: each covers at most writeChunk bytes, and
 // runs WriteWait from when the bytes before it were written, not from
-// the start of the batch.
+// the start of the batch; none is left once the batch is written.
 type deadlineConn struct {
 	net.Conn // nil: finishWrite calls only the methods below
 	wait     time.Duration
 	data     bytes.Buffer
 	chunks   []int // bytes written under each deadline
 	lastEnd  time.Time
+	cleared  bool // the last deadline set was none
 	err      error
 }
 
 func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
+	d.cleared = t.IsZero()
+	if d.cleared {
+		return nil
+	}
 	if t.Before(d.lastEnd.Add(d.wait)) && d.err == nil {
 		d.err = fmt.Errorf("deadline %d: less than WriteWait after the previous write ended", len(d.chunks))
 	}
@@ -114,7 +119,7 @@ func (d *deadlineConn) Write(p []byte) (int, error) {
 // TestFinishWriteArmsADeadlinePerChunk: a blocked write of megabytes goes
 // out in chunks of writeChunk bytes, each under a deadline of its own, so
 // a client that keeps reading is never held to one deadline for the
-// whole backlog.
+// whole backlog; and the socket has no deadline left afterwards.
 func TestFinishWriteArmsADeadlinePerChunk(t *testing.T) {
 	var w writeScratch
 	var frames []outFrame
@@ -143,6 +148,9 @@ func TestFinishWriteArmsADeadlinePerChunk(t *testing.T) {
 		if n > writeChunk || n == 0 {
 			t.Fatalf("chunk %d: %d bytes under one deadline, want 1 to %d", i, n, writeChunk)
 		}
+	}
+	if !d.cleared {
+		t.Fatal("the last chunk's deadline is left on the socket, where it would fail later writes")
 	}
 	if c.writing {
 		t.Fatal("the writer role was not given back")
