@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,12 +270,19 @@ func TestREADMEGoCommands(t *testing.T) {
 		}
 		switch words[1] {
 		case "run":
-			if words[2] != "./cmd/callgate" {
+			switch {
+			case words[2] != "./cmd/callgate":
 				t.Errorf("README.md:%d: `%s` runs %s; only ./cmd/callgate is checked here", c.line, c.text, words[2])
-				continue
-			}
-			if _, err := parseConfig(words[3:], env(nil), io.Discard); err != nil {
-				t.Errorf("README.md:%d: `%s`: %v", c.line, c.text, err)
+			case slices.Contains(words, "…"):
+				// A placeholder for any arguments.
+			case len(words) > 3 && words[3] == "tail":
+				if _, err := parseTail(words[4:], env(nil), io.Discard); err != nil {
+					t.Errorf("README.md:%d: `%s`: %v", c.line, c.text, err)
+				}
+			default:
+				if _, err := parseConfig(words[3:], env(nil), io.Discard); err != nil {
+					t.Errorf("README.md:%d: `%s`: %v", c.line, c.text, err)
+				}
 			}
 		case "test":
 			if err := checkGoTest(words[2:]); err != nil {
@@ -419,9 +427,10 @@ func TestREADMELayout(t *testing.T) {
 }
 
 // TestREADMEQuickStart follows the quick start: the instance started as
-// shown prints the three steps the README shows, and running them gives
-// the answers and frames the README shows (timestamps and identifiers
-// aside).
+// shown prints the three steps the README shows, and running them (the
+// curl requests, and callgate tail both as shown and with --json) gives
+// the answers, lines and frames the README shows, times, identifiers and
+// epochs aside.
 func TestREADMEQuickStart(t *testing.T) {
 	lines, blocks := readme(t)
 	from, to := section(t, lines, "## Quick start")
@@ -446,62 +455,157 @@ func TestREADMEQuickStart(t *testing.T) {
 		a.shutdown(ctx)
 		<-served
 	})
+	// The README shows the default address, which the banner prints in
+	// its own spelling, and without the --url tail needs elsewhere.
+	_, port, _ := strings.Cut(a.addr(), ":")
+	hostless := strings.NewReplacer("127.0.0.1:8080", "HOST", "localhost:8080", "HOST", a.addr(), "HOST", "localhost:"+port, "HOST")
 	var banner bytes.Buffer
 	printDevBanner(&banner, cfg, a)
-	// The README shows the default address.
-	shown := strings.ReplaceAll(banner.String(), a.addr(), "localhost:8080")
-	bannerLines := map[string]bool{}
-	for _, l := range strings.Split(shown, "\n") {
-		bannerLines[strings.TrimSpace(l)] = true
+	shown := map[string]bool{}
+	for _, l := range strings.Split(hostless.Replace(banner.String()), "\n") {
+		shown[strings.ReplaceAll(strings.TrimSpace(l), " --url ws://HOST", "")] = true
 	}
-	local := func(s string) string { return strings.ReplaceAll(s, "localhost:8080", a.addr()) }
+	local := func(s string) string { return strings.ReplaceAll(hostless.Replace(s), "HOST", a.addr()) }
 
-	var pending []byte // the answer to the last request, until a json block shows it
-	var socket *wstest.Client
-	var received []wstest.Frame // by socket, in order
+	var pending []byte           // the answer to the last request, until a json block shows it
+	var human, frames *tailLines // callgate tail as shown, and with --json
 	for _, b := range bs[1:] {
 		line := b.line + 1
 		switch {
 		case b.lang == "sh":
 			for _, l := range b.lines {
-				if !bannerLines[strings.TrimSpace(l)] {
-					t.Errorf("README.md:%d: %q is not among the steps that --dev prints:\n%s", b.line, strings.TrimSpace(l), shown)
+				if !shown[hostless.Replace(strings.TrimSpace(l))] {
+					t.Errorf("README.md:%d: %q is not among the steps that --dev prints:\n%s", b.line, strings.TrimSpace(l), banner.String())
 				}
 			}
 			words, err := shellWords(strings.Join(b.lines, "\n"))
 			if err != nil {
 				t.Fatalf("README.md:%d: %v", line, err)
 			}
-			switch words[0] {
-			case "curl":
+			switch {
+			case words[0] == "curl":
 				pending = curl(t, line, words, local)
-			case "websocat":
-				socket = wstest.Dial(t, local(words[1]))
-				for _, frame := range b.lines[1:] {
-					socket.SendRaw(1, []byte(frame))
-				}
-				// The reader sees the reply before the next step.
-				for len(received) == 0 || !slices.Contains([]string{"subscribed", "error"}, received[len(received)-1].Type) {
-					received = append(received, socket.Next())
-				}
+			case strings.Join(words[:min(3, len(words))], " ") == "go run ./cmd/callgate" && len(words) > 3 && words[3] == "tail":
+				url := []string{"--url", "ws://" + a.addr()}
+				human = runTailInTest(t, append(url, words[4:]...), true)
+				frames = runTailInTest(t, append(append(url, "--json"), words[4:]...), false)
+				// The reader waits for the tail to follow before the next step.
+				human.await(t, func(ls []string) bool { return len(ls) > 0 })
+				frames.await(t, func(ls []string) bool {
+					return slices.ContainsFunc(ls, func(l string) bool { return strings.Contains(l, `"subscribed"`) })
+				})
 			default:
 				t.Fatalf("README.md:%d: the quick start runs %s, which this test does not know", line, words[0])
 			}
 		case b.lang == "json" && pending != nil:
 			sameJSON(t, line, pending, []byte(b.lines[0]))
 			pending = nil
-		case b.lang == "json" && socket != nil:
+		case b.lang == "json" && frames != nil:
+			got := frames.await(t, func(ls []string) bool { return len(ls) >= len(b.lines) })
 			for i, want := range b.lines {
-				if i == len(received) {
-					received = append(received, socket.Next())
+				sameJSON(t, line+i, []byte(got[i]), []byte(want))
+			}
+		case b.lang == "" && human != nil:
+			got := human.await(t, func(ls []string) bool { return len(ls) >= len(b.lines) })
+			for i, want := range b.lines {
+				if g, w := masked(got[i]), masked(want); g != w {
+					t.Errorf("README.md:%d: callgate tail now prints\n%s\nwhere the README shows\n%s\n(times, epochs, instances and URLs may differ)", line+i, got[i], want)
 				}
-				sameJSON(t, line+i, received[i].Raw, []byte(want))
 			}
 		}
 	}
-	if socket == nil {
-		t.Fatal("README.md's quick start no longer subscribes")
+	if human == nil || frames == nil {
+		t.Fatal("README.md's quick start no longer follows the call with callgate tail")
 	}
+}
+
+// masks hides what differs from run to run in callgate tail's lines.
+var masks = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`\b\d\d:\d\d:\d\d\.\d{3}\b`), "TIME"},
+	{regexp.MustCompile(`\b\d{10,}\b`), "EPOCH"},
+	{regexp.MustCompile(`\(instance [^)]*\)`), "(instance …)"},
+	{regexp.MustCompile(`ws://\S+`), "ws://…"},
+}
+
+func masked(s string) string {
+	for _, m := range masks {
+		s = m.re.ReplaceAllString(s, m.with)
+	}
+	return s
+}
+
+// tailLines runs callgate tail in the test and collects what it prints,
+// stdout and stderr together, line by line.
+type tailLines struct {
+	mu      sync.Mutex
+	partial []byte
+	lines   []string
+	more    chan struct{} // receives after new lines
+}
+
+func (l *tailLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+	l.mu.Unlock()
+	select {
+	case l.more <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// await returns the lines once done holds for them, failing the test if
+// it does not within wstest.Wait.
+func (l *tailLines) await(t *testing.T, done func([]string) bool) []string {
+	t.Helper()
+	deadline := time.After(wstest.Wait)
+	for {
+		l.mu.Lock()
+		lines := slices.Clone(l.lines)
+		l.mu.Unlock()
+		if done(lines) {
+			return lines
+		}
+		select {
+		case <-l.more:
+		case <-deadline:
+			t.Fatalf("callgate tail printed only:\n%s", strings.Join(lines, "\n"))
+		}
+	}
+}
+
+// runTailInTest runs callgate tail with args until the test ends, and
+// collects its output, and its notes (stderr) if notes is set.
+func runTailInTest(t *testing.T, args []string, notes bool) *tailLines {
+	t.Helper()
+	out := &tailLines{more: make(chan struct{}, 1)}
+	var stderr io.Writer = io.Discard
+	if notes {
+		stderr = out
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- runTail(ctx, args, env(nil), out, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			out.mu.Lock()
+			defer out.mu.Unlock()
+			t.Errorf("callgate tail %v exited with %d:\n%s", args, code, strings.Join(out.lines, "\n"))
+		}
+	})
+	return out
 }
 
 // curl makes the request of a curl command line (-X, -H, -d) and returns
