@@ -394,16 +394,26 @@ func TestNginxEndToEnd(t *testing.T) {
 		t.Errorf("X-Request-ID e2e-request-1 not seen once in the access log: %v", got)
 	}
 
-	// Stop the instance that holds the socket while webhooks keep coming.
+	// Stop the instance that holds the socket while webhooks keep coming:
+	// a third of them are answered before the SIGTERM, a third are posted
+	// while the instance shuts down, and a third once it has exited.
 	const more = 30
+	victim := c.instances[holder]
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	posted := map[string]int{} // event_id -> n
 	errs := make(chan error, more)
+	started := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n := 13; n < 13+more; n++ {
+		for i, n := 0, 13; n < 13+more; i, n = i+1, n+1 {
+			switch i {
+			case more / 3:
+				close(started)
+			case 2 * more / 3:
+				<-victim.done
+			}
 			id, err := c.webhook("/webhooks/transcription", liveWebhook(sid, n), nil)
 			if err != nil {
 				errs <- fmt.Errorf("webhook %d during the restart: %w", n, err)
@@ -412,11 +422,9 @@ func TestNginxEndToEnd(t *testing.T) {
 			mu.Lock()
 			posted[id] = n
 			mu.Unlock()
-			time.Sleep(15 * time.Millisecond)
 		}
 	}()
-	time.Sleep(50 * time.Millisecond)
-	victim := c.instances[holder]
+	<-started
 	if err := victim.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -509,9 +509,12 @@ func TestFrameSizes(t *testing.T) {
 // TestStalledClientGetsEveryFrameIntact fills a client's socket while it
 // does not read, so that writes stop part-way through frames of every
 // header size, and has the client ping meanwhile, so that pongs join the
-// stream. Once it reads again, every event must arrive whole and in order.
+// stream. Once it reads again, every event must arrive whole and in order,
+// with the default WriteWait. The client sends no frame while it reads: on
+// a loaded machine that can take longer than the default PongWait, after
+// which the server would take it for a dead client.
 func TestStalledClientGetsEveryFrameIntact(t *testing.T) {
-	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, SendQueueBytes: 1 << 30})
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, SendQueueBytes: 1 << 30, PongWait: time.Hour})
 	ws := rawSubscriber(t, url, "EL_1")
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{10, 125, 126, 200, 65535, 65536, 70000, 1 << 20}

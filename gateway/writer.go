@@ -286,21 +286,62 @@ func (c *conn) flush(w *writeScratch) {
 	}
 }
 
-// finishWrite writes rest, the unwritten part of frames, blocking for up
-// to WriteWait, then hands c back to the flusher. locked says whether the
-// caller already holds wmu.
+// writeChunk is how much of a blocked batch finishWrite writes under one
+// write deadline. A client must make room for this much every WriteWait
+// (25.6 KiB/s with the default 10 s) or be cut off as stalled, however
+// large the batch: one deadline over a whole batch of megabytes would cut
+// off a client that reads steadily but not that fast. It is larger than
+// the usual socket send buffer, so a chunk still fills the socket with one
+// writev.
+const writeChunk = 256 << 10
+
+// finishWrite writes rest, the unwritten part of frames, in chunks of up
+// to writeChunk bytes, each with a write deadline of WriteWait, then hands
+// c back to the flusher. locked says whether the caller already holds wmu.
 func (c *conn) finishWrite(rest net.Buffers, frames []outFrame, locked bool) {
 	if !locked {
 		c.wmu.Lock()
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
-	_, err := rest.WriteTo(c.nc)
+	var err error
+	chunk := make(net.Buffers, 0, 16)
+	for len(rest) > 0 && err == nil {
+		chunk, rest = nextChunk(chunk[:0], rest, writeChunk)
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+		// WriteTo consumes its receiver: write a copy of the slice
+		// header so that chunk's array is reused.
+		w := chunk
+		_, err = w.WriteTo(c.nc)
+		clear(chunk) // drop references to the frames
+	}
+	if err == nil {
+		// A deadline left on the socket would fail every later write,
+		// the flusher's non-blocking ones included, once it passed.
+		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
 	c.wmu.Unlock()
 	if err != nil {
 		c.fail(err)
 		return
 	}
 	c.written(frames)
+}
+
+// nextChunk moves up to size bytes from the front of rest to chunk, and
+// returns both; a buffer cut at the boundary is split between them, and
+// empty buffers go with the bytes before them.
+func nextChunk(chunk, rest net.Buffers, size int) (net.Buffers, net.Buffers) {
+	for len(rest) > 0 && (size > 0 || len(rest[0]) == 0) {
+		b := rest[0]
+		if len(b) > size {
+			b = b[:size]
+			rest[0] = rest[0][size:]
+		} else {
+			rest = rest[1:]
+		}
+		chunk = append(chunk, b)
+		size -= len(b)
+	}
+	return chunk, rest
 }
 
 // written records frames as sent and passes the writer role on: to the

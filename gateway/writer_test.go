@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"net"
 	"testing"
+	"time"
 )
 
 // TestRemainder checks the unwritten part of a batch for every split
@@ -76,5 +80,116 @@ func TestBuildStream(t *testing.T) {
 		if got := bytes.Join(remainder(bufs, n), nil); !bytes.Equal(got, whole[n:]) {
 			t.Fatalf("after %d bytes: %q, want %q", n, got, whole[n:])
 		}
+	}
+}
+
+// TestNextChunk checks that a batch cut into chunks of every size from 1
+// to past its length loses, repeats and reorders nothing, and that no
+// chunk is larger than asked or empty.
+func TestNextChunk(t *testing.T) {
+	var w writeScratch
+	bufs, total := w.build([]outFrame{
+		{data: []byte("abc")},
+		{data: pingFrame, control: true},
+		{data: bytes.Repeat([]byte("x"), 300)},
+		{data: []byte{}},
+	})
+	whole := bytes.Join(bufs, nil)
+	for size := 1; size <= total+1; size++ {
+		rest := remainder(bufs, 0)
+		var got []byte
+		var chunk net.Buffers
+		for len(rest) > 0 {
+			chunk, rest = nextChunk(chunk[:0], rest, size)
+			n := 0
+			for _, b := range chunk {
+				n += len(b)
+			}
+			if n == 0 || n > size {
+				t.Fatalf("size %d: a chunk of %d bytes", size, n)
+			}
+			got = append(got, bytes.Join(chunk, nil)...)
+		}
+		if !bytes.Equal(got, whole) {
+			t.Fatalf("size %d: chunks join to %q, want %q", size, got, whole)
+		}
+	}
+}
+
+// deadlineConn is a socket that takes every write at once and checks the
+// deadlines finishWrite sets: each covers at most writeChunk bytes, and
+// runs WriteWait from when the bytes before it were written, not from
+// the start of the batch; none is left once the batch is written.
+type deadlineConn struct {
+	net.Conn // nil: finishWrite calls only the methods below
+	wait     time.Duration
+	data     bytes.Buffer
+	chunks   []int // bytes written under each deadline
+	lastEnd  time.Time
+	cleared  bool // the last deadline set was none
+	err      error
+}
+
+func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
+	d.cleared = t.IsZero()
+	if d.cleared {
+		return nil
+	}
+	if t.Before(d.lastEnd.Add(d.wait)) && d.err == nil {
+		d.err = fmt.Errorf("deadline %d: less than WriteWait after the previous write ended", len(d.chunks))
+	}
+	d.chunks = append(d.chunks, 0)
+	return nil
+}
+
+func (d *deadlineConn) Write(p []byte) (int, error) {
+	if len(d.chunks) == 0 {
+		d.err = errors.New("a write before any deadline")
+		d.chunks = append(d.chunks, 0)
+	}
+	d.chunks[len(d.chunks)-1] += len(p)
+	d.data.Write(p)
+	d.lastEnd = time.Now()
+	return len(p), nil
+}
+
+// TestFinishWriteArmsADeadlinePerChunk: a blocked write of megabytes goes
+// out in chunks of writeChunk bytes, each under a deadline of its own, so
+// a client that keeps reading is never held to one deadline for the
+// whole backlog; and the socket has no deadline left afterwards.
+func TestFinishWriteArmsADeadlinePerChunk(t *testing.T) {
+	var w writeScratch
+	var frames []outFrame
+	for i, size := range []int{10, 1 << 20, 125, 70000, 3 << 20, 0, 65536} {
+		frames = append(frames, outFrame{data: bytes.Repeat([]byte{byte('a' + i)}, size)})
+		if i == 2 {
+			frames = append(frames, outFrame{data: pingFrame, control: true})
+		}
+	}
+	bufs, total := w.build(frames)
+	whole := bytes.Join(bufs, nil)
+	const sent = 1000 // what the non-blocking write took
+	d := &deadlineConn{wait: time.Minute}
+	c := &conn{srv: &Server{cfg: Config{WriteWait: d.wait}}, nc: d}
+	c.finishWrite(remainder(bufs, sent), frames, false)
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	if !bytes.Equal(d.data.Bytes(), whole[sent:]) {
+		t.Fatalf("wrote %d bytes, not the %d after the first %d", d.data.Len(), total-sent, sent)
+	}
+	if want := (total - sent + writeChunk - 1) / writeChunk; len(d.chunks) != want {
+		t.Fatalf("%d deadlines for %d bytes, want %d (one per %d bytes)", len(d.chunks), total-sent, want, writeChunk)
+	}
+	for i, n := range d.chunks {
+		if n > writeChunk || n == 0 {
+			t.Fatalf("chunk %d: %d bytes under one deadline, want 1 to %d", i, n, writeChunk)
+		}
+	}
+	if !d.cleared {
+		t.Fatal("the last chunk's deadline is left on the socket, where it would fail later writes")
+	}
+	if c.writing {
+		t.Fatal("the writer role was not given back")
 	}
 }

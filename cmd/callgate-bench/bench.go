@@ -45,12 +45,16 @@ type bench struct {
 	subErrors     atomic.Int64
 	unsubErrors   atomic.Int64
 
-	delivered  atomic.Int64 // transcript events received, repeats not counted
-	duplicated atomic.Int64 // events received again by the same subscriber
-	reordered  atomic.Int64 // events received after a later one
-	missing    atomic.Int64 // event ids skipped and not received (yet)
-	statuses   atomic.Int64 // status events received
-	untimed    atomic.Int64 // transcripts not matched to their webhook's start
+	delivered atomic.Int64 // transcript events received, repeats not counted
+	// deliveredSignal wakes the drain after a delivery while draining is
+	// set (see awaitDeliveries).
+	deliveredSignal chan struct{}
+	draining        atomic.Bool
+	duplicated      atomic.Int64 // events received again by the same subscriber
+	reordered       atomic.Int64 // events received after a later one
+	missing         atomic.Int64 // event ids skipped and not received (yet)
+	statuses        atomic.Int64 // status events received
+	untimed         atomic.Int64 // transcripts not matched to their webhook's start
 
 	webhooksSent  atomic.Int64 // requests, retries included
 	published     atomic.Int64 // events the gateway published for us
@@ -81,8 +85,11 @@ func newBench(cfg config, out io.Writer) *bench {
 		out:          out,
 		httpStatus:   map[string]int64{},
 		serverCloses: map[string]int64{},
-		serverErrors: map[string]int64{},
-		errCount:     map[string]int64{},
+		// One pending wake-up is enough: the drain checks the count
+		// again after each.
+		deliveredSignal: make(chan struct{}, 1),
+		serverErrors:    map[string]int64{},
+		errCount:        map[string]int64{},
 	}
 	idle := max(cfg.Publishers, cfg.Concurrency) * 2
 	// fasthttp's client takes a fraction of net/http's CPU per request,

@@ -90,16 +90,19 @@ func startGateway(t *testing.T) *gatewayProcess {
 		if time.Now().After(deadline) {
 			t.Fatalf("gateway not ready: %v\n%s", err, g.log)
 		}
-		time.Sleep(20 * time.Millisecond) // polling a starting process
+		time.Sleep(20 * time.Millisecond) // polling a starting process: it gives no other sign of being ready
 	}
 }
 
 // benchRun parses args as the command line would and runs them against g.
 func benchRun(t *testing.T, g *gatewayProcess, args ...string) *Result {
 	t.Helper()
+	// The drain ends as soon as every delivery has arrived; its length
+	// only matters when one is lost.
 	base := []string{
 		"--targets", g.url, "--api-key", testAPIKey, "--webhook-secret", testWebhook,
 		"--jwt-secret", testJWT, "--pids", strconv.Itoa(g.cmd.Process.Pid), "--progress", "0",
+		"--drain", "30s",
 	}
 	if g.redis != "" {
 		base = append(base, "--redis", g.redis)
@@ -451,5 +454,24 @@ func TestInfoField(t *testing.T) {
 	}
 	if got := infoField(info, "missing"); got != "" {
 		t.Errorf("missing = %q", got)
+	}
+}
+
+// TestDrainEndsWithTheLastDelivery: the drain returns once the expected
+// deliveries have arrived, however long it may last.
+func TestDrainEndsWithTheLastDelivery(t *testing.T) {
+	b := newBench(config{}, io.Discard)
+	const want = 50
+	go func() {
+		for range want {
+			b.delivered.Add(1)
+			b.delivery()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b.awaitDeliveries(ctx, func() int64 { return want }, time.Hour)
+	if ctx.Err() != nil || b.delivered.Load() != want {
+		t.Fatalf("drain ended with %d of %d deliveries (%v)", b.delivered.Load(), want, ctx.Err())
 	}
 }

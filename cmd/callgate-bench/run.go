@@ -142,10 +142,7 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	published := time.Now()
 
 	p.phase("draining")
-	deadline := time.Now().Add(cfg.Drain)
-	for b.delivered.Load() < expected() && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
+	b.awaitDeliveries(ctx, expected, cfg.Drain)
 	end := time.Now()
 	m.finish(ctx, res, "webhook", b.published.Load())
 	res.Connections.OpenAtEnd = int(b.open.Load())
@@ -194,6 +191,37 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 		res.CPUMicrosPerDelivery = round3(total * 1e6 / float64(d.Delivered))
 	}
 	return res, nil
+}
+
+// delivery wakes awaitDeliveries after a delivery was counted. The check
+// of draining comes after the count, and awaitDeliveries sets draining
+// before it reads the count: one of the two sees the other.
+func (b *bench) delivery() {
+	if b.draining.Load() {
+		select {
+		case b.deliveredSignal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// awaitDeliveries waits until the subscribers have received the expected
+// number of events, for at most drain: what has not arrived by then
+// counts as lost.
+func (b *bench) awaitDeliveries(ctx context.Context, expected func() int64, drain time.Duration) {
+	b.draining.Store(true)
+	defer b.draining.Store(false)
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	for b.delivered.Load() < expected() {
+		select {
+		case <-b.deliveredSignal:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // runIdle opens sockets each subscribed to its own call and holds them.

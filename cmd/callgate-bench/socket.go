@@ -308,6 +308,7 @@ func (s *sock) event(f []byte, now time.Time) {
 	case "transcript":
 		s.b.delivered.Add(1)
 		s.b.latencyH.Record(now.Sub(published))
+		s.b.delivery()
 		if s.call != nil {
 			p := pendingFrame{id: id, epoch: epoch, received: now.UnixNano(), published: published.UnixNano()}
 			if !s.b.timeDelivery(s.call, p) {
