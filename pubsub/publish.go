@@ -228,7 +228,8 @@ var publishLua string
 // in full). Then: publish command, position TTL ms, dedup TTL ms, history
 // max, history TTL ms, field prefix, field channel prefix (empty for
 // none), the payload's head, mid, tail and rest, now (ms, the publisher's
-// clock), the expiries' renewal interval ms, the channels, the record's
+// clock), the cutoff (now less renewEvery, empty for no expiries), the
+// channels, the record's
 // fields to read (Fields, then the others the step needs), the expected
 // values, then the transition when given: from, and when in full: to,
 // record TTL ms, head, mid, tail, rest, the set pairs.
@@ -341,8 +342,12 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	}
 	args := make([]any, 0, 24+len(m.Channels)+len(read)+len(m.Expect)/2)
 	args = append(args, h[:], cmd, ms(m.SeqTTL), ms(dedupTTL), historyMax, ms(m.HistoryTTL),
-		m.FieldPrefix, fieldChan, m.Payload.Head, m.Payload.Mid, m.Payload.Tail, m.Payload.Rest,
-		time.Now().UnixMilli(), renewEvery(m.SeqTTL, m.HistoryTTL))
+		m.FieldPrefix, fieldChan, m.Payload.Head, m.Payload.Mid, m.Payload.Tail, m.Payload.Rest)
+	now, cutoff := time.Now().UnixMilli(), ""
+	if every := renewEvery(m.SeqTTL, m.HistoryTTL); every > 0 {
+		cutoff = strconv.FormatInt(now-every, 10)
+	}
+	args = append(args, now, cutoff)
 	for _, ch := range m.Channels {
 		args = append(args, ch)
 	}

@@ -185,14 +185,15 @@ local function publish(KEYS, ARGV)
   n = n + count
 
   -- Expiries: set when the sequence starts or restarts, when asked, and
-  -- when they were last set at least ARGV[14] ms ago by the publishers'
-  -- clock (ARGV[13] is now; x in the position, when they were last set):
-  -- so every key outlives the last message by its TTL less that interval,
-  -- and most steps write no expiry. A clock behind x sets them too.
+  -- when they were last set (x, in the position) at or before the cutoff
+  -- ARGV[14] by the publishers' clock (ARGV[13] is now; '' for no
+  -- expiries): so every key outlives the last message by its TTL less
+  -- now - cutoff, and most steps write none. A clock behind x sets them
+  -- too. Both are milliseconds, compared as strings of digits (no
+  -- tonumber) when of the same length; they are set otherwise.
   local renew = false
-  if ARGV[14] ~= '0' then
-    local t, last = tonum(ARGV[13]), tonum(x)
-    renew = not steady or hx == 1 or not last or last > t or t - last >= tonum(ARGV[14])
+  if ARGV[14] ~= '' then
+    renew = not steady or hx == 1 or not x or #x ~= #ARGV[13] or x <= ARGV[14] or x > ARGV[13]
   end
 
   -- The position, and the transition's change when it is in the same hash.
