@@ -31,17 +31,21 @@ func connectRedis(ctx context.Context, cfg config) (redis.UniversalClient, redis
 		mode redisMode
 		mini *miniredis.Miniredis
 		err  error
+		// where names the servers tried, for the error when none answers.
+		where string
 	)
 	switch {
 	case cfg.RedisCluster != "":
 		var opts *redis.ClusterOptions
 		if opts, err = redis.ParseClusterURL(cfg.RedisCluster); err == nil {
 			rdb, mode = redis.NewClusterClient(opts), redisCluster
+			where = strings.Join(opts.Addrs, ", ")
 		}
 	case cfg.RedisSentinel != "":
 		var opts *redis.FailoverOptions
 		if opts, err = redis.ParseFailoverURL(cfg.RedisSentinel); err == nil {
 			rdb, mode = redis.NewFailoverClient(opts), redisSentinel
+			where = "master " + opts.MasterName + " through " + strings.Join(opts.SentinelAddrs, ", ")
 		}
 	default:
 		url := cfg.RedisURL
@@ -54,7 +58,7 @@ func connectRedis(ctx context.Context, cfg config) (redis.UniversalClient, redis
 		}
 		var opts *redis.Options
 		if opts, err = redis.ParseURL(url); err == nil {
-			rdb = redis.NewClient(opts)
+			rdb, where = redis.NewClient(opts), opts.Addr
 		}
 	}
 	if err != nil {
@@ -70,7 +74,7 @@ func connectRedis(ctx context.Context, cfg config) (redis.UniversalClient, redis
 		if mini != nil {
 			mini.Close()
 		}
-		return nil, 0, nil, fmt.Errorf("cannot reach Redis (%s): %w", mode, err)
+		return nil, 0, nil, fmt.Errorf("cannot reach Redis (%s, %s): %w", mode, where, err)
 	}
 	return rdb, mode, mini, nil
 }
