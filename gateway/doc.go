@@ -15,6 +15,7 @@
 //	sse.go         Server-Sent Events streams: the request, the event format, the end
 //	conn.go        a connection's state
 //	session.go     a connection's life: run, open, the read loop, cleanup
+//	read.go        the reading of client frames (read_linux.go: the wait for input)
 //	handlers.go    subscribe and unsubscribe
 //	auth.go        tokens, identities, per-user limits
 //	queue.go       the send queue and how a connection ends
@@ -43,13 +44,16 @@
 //     writer role to the flusher.
 //   - runStream, one per stream: reads only to see the client go away,
 //     then cleans up.
-//   - run, one per connection (session.go): reads the socket (awaitAuth,
-//     readLoop), cleans up, and finishes the closing handshake. It owns
-//     subs, counted, welcomed and attached, which the handler it waits for
-//     in aside may use while it waits.
+//   - run, one per connection (session.go): waits for the client to send
+//     something (awaitAuth, readLoop) and has a handler read and handle
+//     it (aside, read.go), so that its own stack stays small; then cleans
+//     up, and finishes the closing handshake, reading itself. It owns
+//     subs, counted, welcomed, attached, rd and inputEnded, which the
+//     handler it waits for in aside may use while it waits.
 //   - The handler workers (pool.go): each runs one aside call at a time,
-//     for the run goroutine that waits for it (open, handle: subscribe,
-//     unsubscribe, auth). They exit after two idle seconds or at Shutdown.
+//     for the run goroutine that waits for it (open; readInput and what
+//     it reads: subscribe, unsubscribe, auth). They exit after two idle
+//     seconds or at Shutdown.
 //   - The flusher's, one per core (writer.go): write what connections
 //     queued, never waiting for a socket.
 //   - finishWrite, one per write that found the socket full: holds wmu,
@@ -77,8 +81,7 @@
 //	  -> group.mu        starting a catch-up (under hubShard.mu)
 //	  -> conn.authMu     user, identity, token timers
 //	  -> targets.mu      resolved identifiers
-//	gorilla's write lock
-//	  -> conn.wmu        bytes going to the socket
+//	conn.wmu             bytes going to the socket
 //
 // Everything from conn.qmu down is a leaf: nothing is taken while it is
 // held, so leaves never nest either, and any of them may be taken under
@@ -98,14 +101,14 @@
 // # Fields of a conn
 //
 //   - Set by serve (serveStream) before run (runStream) starts, then read
-//     only: srv, ws, id, connectedAt, requestID, slot, nc, raw, topic,
+//     only: srv, id, connectedAt, requestID, slot, nc, raw, topic,
 //     stream, done, finished; and a stream's keys and given.
 //   - Owned by the writer role: a stream's pos and known, the positions
 //     its ids are built from (sse.go).
 //   - Under authMu: user, identity, warnTimer, expireTimer.
 //   - Under qmu: queue, spare, replayed, writing, closing.
 //   - Owned by run and the handler it waits for: subs, counted (which
-//     serve may set first), welcomed, attached.
+//     serve may set first), welcomed, attached, rd, inputEnded.
 //
 // # The writer role
 //

@@ -25,9 +25,8 @@ import (
 // frames queued while a write is under way go out together in the next.
 //
 // The flusher writes to the socket directly rather than through gorilla's
-// per-message writer. Gorilla still reads, and still writes a close frame
-// itself on a protocol error; it sees the socket through lockedConn, so
-// its writes and the flusher's never interleave within a frame.
+// per-message writer. Gorilla only answers the handshake, through
+// lockedConn.
 
 // outFrame is a queued frame.
 type outFrame struct {
