@@ -30,9 +30,6 @@ type conn struct {
 	// by the upgrade.
 	nc  net.Conn
 	raw syscall.RawConn
-	// wmu is held while bytes go to the socket, by the flusher or by
-	// gorilla, so that frames never interleave.
-	wmu sync.Mutex
 
 	// qmu guards the fields below. queue holds the frames waiting to be
 	// written, queued bytes of them, of which up to replayed were

@@ -56,8 +56,8 @@
 //     seconds or at Shutdown.
 //   - The flusher's, one per core (writer.go): write what connections
 //     queued, never waiting for a socket.
-//   - finishWrite, one per write that found the socket full: holds wmu,
-//     writes within WriteWait, hands the connection back. Closing finished
+//   - finishWrite, one per write that found the socket full: writes the
+//     rest within WriteWait, hands the connection back. Closing finished
 //     is the last writer's last act on the connection, and run waits for
 //     it.
 //   - The pingers (ping.go): one queues a ping to every socket once per
@@ -81,16 +81,15 @@
 //	  -> group.mu        starting a catch-up (under hubShard.mu)
 //	  -> conn.authMu     user, identity, token timers
 //	  -> targets.mu      resolved identifiers
-//	conn.wmu             bytes going to the socket
 //
 // Everything from conn.qmu down is a leaf: nothing is taken while it is
 // held, so leaves never nest either, and any of them may be taken under
-// the first group. conn.wmu is held across a blocking write, and a flusher
-// goroutine may hand it to a finishWrite goroutine; flusher goroutines
-// only TryLock it, so they never wait for a socket (finishWrite does). conn.closeOnce and
-// conn.finishOnce run only close() (finishOnce also half-closes a
-// stream's connection, which takes no lock), and finish is never called
-// with a lock held. Frames are queued under Server.mu
+// the first group. No lock is held across a write to a socket: only the
+// holder of a connection's writer role writes to it (below), and a
+// flusher goroutine never waits for a socket (finishWrite does).
+// conn.closeOnce and conn.finishOnce run only close() (finishOnce also
+// half-closes a stream's connection, which takes no lock), and finish is
+// never called with a lock held. Frames are queued under Server.mu
 // (Shutdown's close frames), topicState.mu (so each connection gets a
 // topic's versions in order) and hubShard.mu (so it gets a call's events
 // in order), which is why queueing never blocks.
@@ -119,7 +118,7 @@
 //	idle       writing is false
 //	scheduled  on flusher.pending
 //	flushing   a flusher goroutine: take, then one non-blocking writev
-//	blocked    a finishWrite goroutine: the rest, with wmu held, within WriteWait
+//	blocked    a finishWrite goroutine: the rest, within WriteWait
 //	sealed     the close frame (a stream's close event) is written: writing
 //	           stays set, finished is closed; a stream's response ends
 //	failed     a write failed (fail): writing stays set, finished is closed
@@ -127,7 +126,7 @@
 //	idle       ── a frame is queued (push, enqueueReplay, end) ──▶ scheduled
 //	scheduled  ── a flusher goroutine takes it ───────────────────▶ flushing
 //	flushing   ── the queue was empty (take) ─────────────────────▶ idle
-//	flushing   ── the socket is full, or gorilla holds wmu ───────▶ blocked
+//	flushing   ── the socket is full ─────────────────────────────▶ blocked
 //	flushing,  ── all written, more queued (written) ─────────────▶ scheduled
 //	blocked    ── all written, nothing queued ────────────────────▶ idle
 //	           ── the close frame written ────────────────────────▶ sealed
