@@ -25,7 +25,7 @@
 //	hub.go         local subscriptions, ordering and catch-up from history
 //	topic.go       state topics
 //	targets.go     the cache of resolved call identifiers
-//	protocol.go    frames and codes, and the reading of client frames
+//	protocol.go    frames and codes, and the buffers client messages are read into
 //	decode.go      the decoding of client frames
 //	pool.go        the handler goroutines
 //	group.go       goroutines that Shutdown waits for
