@@ -1,12 +1,12 @@
 package gateway
 
 import (
-	"errors"
+	"bytes"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/gobwas/ws"
 )
 
 // Close codes of authentication and limits.
@@ -134,30 +134,40 @@ func (c *conn) stopAuthTimers() {
 	}
 }
 
-// awaitAuth reads the first frame, which must be an auth frame with a
+// awaitAuth reads the first message, which must be an auth frame with a
 // valid token, within AuthTimeout. It runs before anything else reads.
 func (c *conn) awaitAuth() bool {
-	cfg := &c.srv.cfg
-	c.ws.SetReadLimit(cfg.MaxFrameBytes)
-	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.AuthTimeout))
-	typ, data, err := c.ws.ReadMessage()
-	if err != nil {
-		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
-			c.closeWith(CloseAuthFailed, "authentication timeout: send {\"type\":\"auth\",\"token\":…} first")
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.AuthTimeout))
+	ok, came := false, false
+	for !came && !c.ending() {
+		err := c.awaitReadable()
+		if err == nil {
+			c.aside(func() {
+				err = c.readInput(false, func(op ws.OpCode, msg *bytes.Buffer) bool {
+					came = true
+					ok = c.firstMessage(op, msg)
+					return false // what follows is read by readLoop
+				})
+			})
 		}
+		if err != nil {
+			c.readFailed(err, CloseAuthFailed, "authentication timeout: send {\"type\":\"auth\",\"token\":…} first")
+			return false
+		}
+	}
+	return ok
+}
+
+// firstMessage authenticates with the first message of a connection that
+// brought no token.
+func (c *conn) firstMessage(op ws.OpCode, msg *bytes.Buffer) bool {
+	defer putFrameBuffer(msg)
+	f, ferr := decodeFrame(msg.Bytes())
+	if op != ws.OpText || ferr != nil || f.Type != typeAuth {
+		c.closeWith(CloseAuthFailed, "authentication required: the first frame must be {\"type\":\"auth\",\"token\":…}")
 		return false
 	}
-	ok := false
-	c.aside(func() {
-		f, ferr := decodeFrame(data)
-		if typ != websocket.TextMessage || ferr != nil || f.Type != typeAuth {
-			c.closeWith(CloseAuthFailed, "authentication required: the first frame must be {\"type\":\"auth\",\"token\":…}")
-			return
-		}
-		ok = c.authenticate(f.Token, true)
-	})
-	return ok
+	return c.authenticate(f.Token, true)
 }
 
 // authenticate verifies a token from an auth frame; first says whether it

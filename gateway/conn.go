@@ -6,22 +6,19 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
 // conn is one client connection: a WebSocket, or a Server-Sent Events
 // stream (stream is set; see sse.go), which shares everything but the
 // wire format and the reading.
 //
-// Its own goroutine, run, reads, and hands each frame to a handler
-// goroutine (aside), one at a time. Frames for the client go through
+// Its own goroutine, run, waits for the client's frames, and has a
+// handler goroutine (aside) read and handle them, one call at a time. Frames for the client go through
 // enqueue; the server's flusher writes them (see writer.go). Which
 // goroutine or lock owns each field is written in doc.go.
 type conn struct {
 	// Set by serve before run starts; read only after.
 	srv         *Server
-	ws          *websocket.Conn
 	id          string
 	connectedAt time.Time
 	// requestID is the upgrade request's id, for the logs.
@@ -33,9 +30,6 @@ type conn struct {
 	// by the upgrade.
 	nc  net.Conn
 	raw syscall.RawConn
-	// wmu is held while bytes go to the socket, by the flusher or by
-	// gorilla, so that frames never interleave.
-	wmu sync.Mutex
 
 	// qmu guards the fields below. queue holds the frames waiting to be
 	// written, queued bytes of them, of which up to replayed were
@@ -87,6 +81,12 @@ type conn struct {
 	// subs are the calls followed, at most MaxSubscriptions (a list:
 	// it is short, and smaller than a map).
 	subs []*subscription
+	// rd reads the client's frames while it holds buffered bytes or a
+	// half-read message; nil otherwise (see read.go).
+	rd *frameReader
+	// inputEnded: the client's close frame came, or reading failed;
+	// nothing more is read.
+	inputEnded bool
 }
 
 // logger returns a logger that names the connection. It is built when

@@ -15,6 +15,7 @@
 //	sse.go         Server-Sent Events streams: the request, the event format, the end
 //	conn.go        a connection's state
 //	session.go     a connection's life: run, open, the read loop, cleanup
+//	read.go        the reading of client frames (read_linux.go: the wait for input)
 //	handlers.go    subscribe and unsubscribe
 //	auth.go        tokens, identities, per-user limits
 //	queue.go       the send queue and how a connection ends
@@ -24,7 +25,7 @@
 //	hub.go         local subscriptions, ordering and catch-up from history
 //	topic.go       state topics
 //	targets.go     the cache of resolved call identifiers
-//	protocol.go    frames and codes, and the reading of client frames
+//	protocol.go    frames and codes, and the buffers client messages are read into
 //	decode.go      the decoding of client frames
 //	pool.go        the handler goroutines
 //	group.go       goroutines that Shutdown waits for
@@ -43,17 +44,20 @@
 //     writer role to the flusher.
 //   - runStream, one per stream: reads only to see the client go away,
 //     then cleans up.
-//   - run, one per connection (session.go): reads the socket (awaitAuth,
-//     readLoop), cleans up, and finishes the closing handshake. It owns
-//     subs, counted, welcomed and attached, which the handler it waits for
-//     in aside may use while it waits.
+//   - run, one per connection (session.go): waits for the client to send
+//     something (awaitAuth, readLoop) and has a handler read and handle
+//     it (aside, read.go), so that its own stack stays small; then cleans
+//     up, and finishes the closing handshake, reading itself. It owns
+//     subs, counted, welcomed, attached, rd and inputEnded, which the
+//     handler it waits for in aside may use while it waits.
 //   - The handler workers (pool.go): each runs one aside call at a time,
-//     for the run goroutine that waits for it (open, handle: subscribe,
-//     unsubscribe, auth). They exit after two idle seconds or at Shutdown.
+//     for the run goroutine that waits for it (open; readInput and what
+//     it reads: subscribe, unsubscribe, auth). They exit after two idle
+//     seconds or at Shutdown.
 //   - The flusher's, one per core (writer.go): write what connections
 //     queued, never waiting for a socket.
-//   - finishWrite, one per write that found the socket full: holds wmu,
-//     writes within WriteWait, hands the connection back. Closing finished
+//   - finishWrite, one per write that found the socket full: writes the
+//     rest within WriteWait, hands the connection back. Closing finished
 //     is the last writer's last act on the connection, and run waits for
 //     it.
 //   - The pingers (ping.go): one queues a ping to every socket once per
@@ -77,17 +81,15 @@
 //	  -> group.mu        starting a catch-up (under hubShard.mu)
 //	  -> conn.authMu     user, identity, token timers
 //	  -> targets.mu      resolved identifiers
-//	gorilla's write lock
-//	  -> conn.wmu        bytes going to the socket
 //
 // Everything from conn.qmu down is a leaf: nothing is taken while it is
 // held, so leaves never nest either, and any of them may be taken under
-// the first group. conn.wmu is held across a blocking write, and a flusher
-// goroutine may hand it to a finishWrite goroutine; flusher goroutines
-// only TryLock it, so they never wait for a socket (finishWrite does). conn.closeOnce and
-// conn.finishOnce run only close() (finishOnce also half-closes a
-// stream's connection, which takes no lock), and finish is never called
-// with a lock held. Frames are queued under Server.mu
+// the first group. No lock is held across a write to a socket: only the
+// holder of a connection's writer role writes to it (below), and a
+// flusher goroutine never waits for a socket (finishWrite does).
+// conn.closeOnce and conn.finishOnce run only close() (finishOnce also
+// half-closes a stream's connection, which takes no lock), and finish is
+// never called with a lock held. Frames are queued under Server.mu
 // (Shutdown's close frames), topicState.mu (so each connection gets a
 // topic's versions in order) and hubShard.mu (so it gets a call's events
 // in order), which is why queueing never blocks.
@@ -98,14 +100,14 @@
 // # Fields of a conn
 //
 //   - Set by serve (serveStream) before run (runStream) starts, then read
-//     only: srv, ws, id, connectedAt, requestID, slot, nc, raw, topic,
+//     only: srv, id, connectedAt, requestID, slot, nc, raw, topic,
 //     stream, done, finished; and a stream's keys and given.
 //   - Owned by the writer role: a stream's pos and known, the positions
 //     its ids are built from (sse.go).
 //   - Under authMu: user, identity, warnTimer, expireTimer.
 //   - Under qmu: queue, spare, replayed, writing, closing.
 //   - Owned by run and the handler it waits for: subs, counted (which
-//     serve may set first), welcomed, attached.
+//     serve may set first), welcomed, attached, rd, inputEnded.
 //
 // # The writer role
 //
@@ -116,7 +118,7 @@
 //	idle       writing is false
 //	scheduled  on flusher.pending
 //	flushing   a flusher goroutine: take, then one non-blocking writev
-//	blocked    a finishWrite goroutine: the rest, with wmu held, within WriteWait
+//	blocked    a finishWrite goroutine: the rest, within WriteWait
 //	sealed     the close frame (a stream's close event) is written: writing
 //	           stays set, finished is closed; a stream's response ends
 //	failed     a write failed (fail): writing stays set, finished is closed
@@ -124,7 +126,7 @@
 //	idle       ── a frame is queued (push, enqueueReplay, end) ──▶ scheduled
 //	scheduled  ── a flusher goroutine takes it ───────────────────▶ flushing
 //	flushing   ── the queue was empty (take) ─────────────────────▶ idle
-//	flushing   ── the socket is full, or gorilla holds wmu ───────▶ blocked
+//	flushing   ── the socket is full ─────────────────────────────▶ blocked
 //	flushing,  ── all written, more queued (written) ─────────────▶ scheduled
 //	blocked    ── all written, nothing queued ────────────────────▶ idle
 //	           ── the close frame written ────────────────────────▶ sealed

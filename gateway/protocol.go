@@ -156,22 +156,6 @@ func encode(v any) []byte {
 // a frame arrives, so a connection waiting for one holds none.
 var frameBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readFrame waits for the next client frame and reads it into a buffer
-// from frameBuffers.
-func (c *conn) readFrame() (int, *bytes.Buffer, error) {
-	typ, r, err := c.ws.NextReader()
-	if err != nil {
-		return 0, nil, err
-	}
-	buf := frameBuffers.Get().(*bytes.Buffer)
-	buf.Reset()
-	if _, err := buf.ReadFrom(r); err != nil {
-		putFrameBuffer(buf)
-		return 0, nil, err
-	}
-	return typ, buf, nil
-}
-
 func putFrameBuffer(buf *bytes.Buffer) {
 	if buf.Cap() <= 64<<10 {
 		frameBuffers.Put(buf)

@@ -4,13 +4,12 @@ package gateway
 //
 // Any goroutine queues frames for the client here without blocking; the
 // writer role (doc.go) takes them out. The queue closes once, in one of
-// four ways. The first closes done (stop) and sets closing: nothing more
+// three ways. The first closes done (stop) and sets closing: nothing more
 // is queued.
 //
 //	open     ── closeWith ──────▶ closing   the close frame goes after what is queued
 //	open     ── end with drop ──▶ closing   the close frame goes instead of it (the
 //	                                        client's close, a queue overflow)
-//	open     ── closedByGorilla ▶ finished  gorilla sent the close frame itself
 //	open     ── fail ───────────▶ finished  a write failed: queue dropped, socket closed
 //	closing  ── close frame written, or a write failed ──▶ finished
 //
@@ -122,15 +121,6 @@ func (c *conn) end(code int, text string, drop bool) {
 	}
 	if c.seal(drop, outFrame{data: c.closeFrame(code, text), control: true, close: true}) {
 		c.srv.flusher.add(c)
-	}
-}
-
-// closedByGorilla ends the connection after gorilla has sent the close
-// frame itself.
-func (c *conn) closedByGorilla() {
-	if c.stop() {
-		c.seal(false)
-		c.finish()
 	}
 }
 

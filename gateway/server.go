@@ -106,10 +106,8 @@ func NewServer(cfg Config) *Server {
 		s.topicsByChannel[t.Channel] = ts
 	}
 	s.upgrader = websocket.Upgrader{
-		// Client frames are small; larger ones are read in pieces.
-		ReadBufferSize: 256,
-		// The flusher writes frames itself, so gorilla's writer, and its
-		// buffer, are never used.
+		// Gorilla only answers the handshake: with no read buffer size
+		// and a write buffer pool it allocates no buffer of its own.
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
 		Error:           upgradeError,

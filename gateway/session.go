@@ -1,12 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
-	"errors"
-	"net"
 	"runtime/debug"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 )
@@ -29,15 +29,15 @@ func (c *conn) run(mustAuth bool, path string) {
 	// Finish the closing handshake: discard what the client still sends
 	// until its close frame (or WriteWait). Closing with unread input
 	// would reset the connection, and the client could lose the close
-	// frame, and its code, that was just sent. After a read error this
-	// returns at once.
-	_ = c.nc.SetReadDeadline(time.Now().Add(s.cfg.WriteWait))
-	for {
-		if _, _, err := c.ws.NextReader(); err != nil {
-			break
+	// frame, and its code, that was just sent. After the client's close,
+	// or a read error, there is nothing to wait for.
+	if !c.inputEnded {
+		_ = c.nc.SetReadDeadline(time.Now().Add(s.cfg.WriteWait))
+		for c.readInput(false, discard) == nil {
 		}
 	}
-	_ = c.ws.Close()
+	c.releaseReader()
+	_ = c.nc.Close()
 
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -71,44 +71,61 @@ func (c *conn) welcome() []byte {
 	return encode(welcomeFrame{Type: "welcome", ConnectionID: c.id, InstanceID: c.srv.cfg.InstanceID, User: user})
 }
 
-// readLoop reads and handles client frames until the connection ends, then
-// removes the connection's subscriptions. It runs in the goroutine that
-// accepted the connection.
+// readLoop reads and handles client frames until the connection ends. It
+// runs in the connection's goroutine, which only waits for input: the
+// frames are read and handled on a handler goroutine (see read.go).
 func (c *conn) readLoop(ctx context.Context) {
 	cfg := &c.srv.cfg
-	c.ws.SetReadLimit(cfg.MaxFrameBytes)
-	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongWait)) }
-	extend()
-	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	c.extendReadDeadline()
 	limiter := rate.NewLimiter(rate.Limit(cfg.FrameRate), cfg.FrameBurst)
-	for {
-		typ, buf, err := c.readFrame()
+	for !c.ending() {
+		err := c.awaitReadable()
+		if err == nil {
+			c.aside(func() {
+				err = c.readInput(true, func(op ws.OpCode, msg *bytes.Buffer) bool {
+					return c.message(ctx, limiter, op, msg)
+				})
+			})
+		}
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
-				c.logger().Info("frame over the size limit", "limit", cfg.MaxFrameBytes)
-				c.closedByGorilla() // with 1009
-			case errors.As(err, &ne) && ne.Timeout():
-				// Not 1000: the client should reconnect.
-				c.closeWith(websocket.CloseGoingAway, "no pong within the timeout")
-			}
+			// Silence is not 1000: the client should reconnect.
+			c.readFailed(err, websocket.CloseGoingAway, "no pong within the timeout")
 			return
 		}
-		extend()
-		if !limiter.Allow() {
-			putFrameBuffer(buf)
-			c.closeWith(CloseRateLimited, "too many frames: slow down")
-			return
-		}
-		if typ != websocket.TextMessage {
-			putFrameBuffer(buf)
-			c.reply(errorFrame{Type: "error", Code: CodeInvalidFrame, Message: "binary frames are not supported; send JSON text frames"})
-			continue
-		}
-		// handle keeps nothing of the frame once it returns.
-		c.aside(func() { c.handle(ctx, buf.Bytes()) })
-		putFrameBuffer(buf)
+	}
+}
+
+// message handles a whole data message from the client, and reports
+// whether to read on.
+func (c *conn) message(ctx context.Context, limiter *rate.Limiter, op ws.OpCode, msg *bytes.Buffer) bool {
+	defer putFrameBuffer(msg)
+	c.extendReadDeadline()
+	if !limiter.Allow() {
+		c.closeWith(CloseRateLimited, "too many frames: slow down")
+		return false
+	}
+	if op != ws.OpText {
+		c.reply(errorFrame{Type: "error", Code: CodeInvalidFrame, Message: "binary frames are not supported; send JSON text frames"})
+		return true
+	}
+	// handle keeps nothing of the frame once it returns.
+	c.handle(ctx, msg.Bytes())
+	return true
+}
+
+// discard drops a message read while the connection closes.
+func discard(_ ws.OpCode, msg *bytes.Buffer) bool {
+	putFrameBuffer(msg)
+	return true
+}
+
+// ending reports whether the connection is ending: done is closed.
+func (c *conn) ending() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
 	}
 }
 

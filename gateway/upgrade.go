@@ -43,24 +43,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 		done:        make(chan struct{}),
 		finished:    make(chan struct{}),
 	}
-	ws, err := s.upgrader.Upgrade(hijacker{w, c}, r, nil)
-	if err != nil {
+	// Gorilla answers the handshake; the connection it returns is not
+	// used (read.go reads, the flusher writes).
+	if _, err := s.upgrader.Upgrade(hijacker{w, c}, r, nil); err != nil {
 		if id != nil {
 			s.release(id.User)
 		}
 		return // the upgrader has answered
 	}
-	c.ws = ws
-	ws.SetPingHandler(func(data string) error {
-		c.enqueueFrame(outFrame{data: controlFrame(websocket.PongMessage, []byte(data)), control: true})
-		return nil
-	})
-	ws.SetCloseHandler(func(code int, _ string) error {
-		// The echo of the client's close, at once: what still waits
-		// for a client that is leaving is of no use to it.
-		c.end(code, "", true)
-		return nil
-	})
 	if id != nil {
 		c.counted = true
 		c.setIdentity(*id)

@@ -25,9 +25,9 @@ import (
 // frames queued while a write is under way go out together in the next.
 //
 // The flusher writes to the socket directly rather than through gorilla's
-// per-message writer. Gorilla still reads, and still writes a close frame
-// itself on a protocol error; it sees the socket through lockedConn, so
-// its writes and the flusher's never interleave within a frame.
+// per-message writer; gorilla only answers the handshake, before anyone
+// can queue a frame. Bytes go to a socket only from the holder of its
+// writer role (see doc.go), so the writes need no lock.
 
 // outFrame is a queued frame.
 type outFrame struct {
@@ -263,24 +263,16 @@ func (c *conn) flush(w *writeScratch) {
 	} else {
 		bufs, total = w.build(frames)
 	}
-	if !c.wmu.TryLock() {
-		// Gorilla is writing a control frame.
-		go c.finishWrite(remainder(bufs, 0), frames, false)
-		clear(w.bufs)
-		return
-	}
 	n, err := w.sys.writeNow(c.raw, bufs)
 	switch {
 	case err != nil:
-		c.wmu.Unlock()
 		clear(w.bufs)
 		c.fail(err)
 	case n < total:
 		rest := remainder(bufs, n)
 		clear(w.bufs)
-		go c.finishWrite(rest, frames, true)
+		go c.finishWrite(rest, frames)
 	default:
-		c.wmu.Unlock()
 		clear(w.bufs)
 		c.written(frames)
 	}
@@ -297,11 +289,8 @@ const writeChunk = 256 << 10
 
 // finishWrite writes rest, the unwritten part of frames, in chunks of up
 // to writeChunk bytes, each with a write deadline of WriteWait, then hands
-// c back to the flusher. locked says whether the caller already holds wmu.
-func (c *conn) finishWrite(rest net.Buffers, frames []outFrame, locked bool) {
-	if !locked {
-		c.wmu.Lock()
-	}
+// c back to the flusher.
+func (c *conn) finishWrite(rest net.Buffers, frames []outFrame) {
 	var err error
 	chunk := make(net.Buffers, 0, 16)
 	for len(rest) > 0 && err == nil {
@@ -318,7 +307,6 @@ func (c *conn) finishWrite(rest net.Buffers, frames []outFrame, locked bool) {
 		// the flusher's non-blocking ones included, once it passed.
 		_ = c.nc.SetWriteDeadline(time.Time{})
 	}
-	c.wmu.Unlock()
 	if err != nil {
 		c.fail(err)
 		return
@@ -377,22 +365,8 @@ func (c *conn) written(frames []outFrame) {
 	}
 }
 
-// lockedConn is the socket as gorilla sees it. Its writes (the handshake
-// response, and the close frame it sends on a protocol error) take the
-// connection's write lock, so they never land inside a batch.
-type lockedConn struct {
-	net.Conn
-	mu *sync.Mutex
-}
-
-func (l *lockedConn) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.Conn.Write(p)
-}
-
-// hijacker hands gorilla's Upgrade the socket wrapped in a lockedConn, and
-// keeps the socket itself for c's writers.
+// hijacker hands gorilla's Upgrade the socket, and keeps it, and its
+// system handle, for c.
 type hijacker struct {
 	http.ResponseWriter
 	c *conn
@@ -407,7 +381,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if sc, ok := nc.(syscall.Conn); ok {
 		h.c.raw, _ = sc.SyscallConn()
 	}
-	return &lockedConn{Conn: nc, mu: &h.c.wmu}, rw, nil
+	return nc, rw, nil
 }
 
 // closeFrame is the wire form of a close frame with code and text; text

@@ -171,7 +171,7 @@ func TestFinishWriteArmsADeadlinePerChunk(t *testing.T) {
 	const sent = 1000 // what the non-blocking write took
 	d := &deadlineConn{wait: time.Minute}
 	c := &conn{srv: &Server{cfg: Config{WriteWait: d.wait}}, nc: d}
-	c.finishWrite(remainder(bufs, sent), frames, false)
+	c.finishWrite(remainder(bufs, sent), frames)
 	if d.err != nil {
 		t.Fatal(d.err)
 	}

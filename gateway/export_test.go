@@ -1,0 +1,4 @@
+package gateway
+
+// ClientFrame is clientFrame, for the tests of package gateway_test.
+var ClientFrame = clientFrame
