@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
 
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/internal/redistest"
@@ -49,6 +50,11 @@ var notProvoked = map[string]string{
 	"topic close 4008":                 "a live overflow needs a client that stops reading while its kernel buffers fill: timing, not a contract",
 	"topic error invalid_frame":        "decoded by the call socket's decoder, proven there",
 	"topic error auth_not_needed":      "proven on the call socket",
+	"GET /sse/calls 505":               "refused only when the connection cannot be taken over (HTTP/2); instances speak HTTP/1.1",
+	"GET /sse/calls/{id} 505":          "refused only when the connection cannot be taken over (HTTP/2); instances speak HTTP/1.1",
+	"GET /sse/{topic} 505":             "refused only when the connection cannot be taken over (HTTP/2); instances speak HTTP/1.1",
+	"callStream close 4002":            "token expiry on a stream is proven on the topic stream",
+	"topicStream close 4008":           "a live overflow needs a client that stops reading while its kernel buffers fill: timing, not a contract",
 }
 
 // contractScenarios run in parallel, each on instances of its own.
@@ -66,6 +72,7 @@ var contractScenarios = []struct {
 	{"socket limits", contractSocketLimits},
 	{"topic socket", contractTopicSocket},
 	{"redis lost the call", contractReset},
+	{"streams", contractStreams},
 }
 
 func TestContract(t *testing.T) {
@@ -91,6 +98,9 @@ func TestContract(t *testing.T) {
 	documented := append(api.Documented(t), sockets.Documented()...)
 	t.Logf("%d documented answers, frames and closes; %d provoked, %d not provokable here", len(documented), len(provoked), len(notProvoked))
 	for _, d := range documented {
+		if !streamsServed.Load() && isStreamItem(d) {
+			continue // this build serves no /sse/ routes
+		}
 		why, excused := notProvoked[d]
 		switch {
 		case provoked[d] && excused:
@@ -100,7 +110,7 @@ func TestContract(t *testing.T) {
 		}
 	}
 	for d := range notProvoked {
-		if !slices.Contains(documented, d) {
+		if !slices.Contains(documented, d) && (streamsServed.Load() || !isStreamItem(d)) {
 			t.Errorf("notProvoked lists %s, which the documents do not", d)
 		}
 	}
@@ -336,6 +346,47 @@ func contractAPI(t *testing.T) {
 	}
 }
 
+// twilioSID is the Twilio call of the call_initiation_failure fixture.
+const twilioSID = "CA9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a"
+
+// postEveryEvent posts, for the fixture's call and twilioSID (both
+// registered), every kind of webhook answer: every live event of the
+// fixture, a repeat, an ignored type, the post-call webhooks, a repeat and
+// an unknown type, then an API status: every kind of event is published.
+func postEveryEvent(t *testing.T, in *instance) {
+	t.Helper()
+	const live, post = "POST /webhooks/transcription", "POST /webhooks/elevenlabs"
+	hook := func(op, path string, body []byte) (int, map[string]any) {
+		t.Helper()
+		return in.specCall(op, "POST", path, body, signed(body), true)
+	}
+	for i, ev := range liveEvents(t) {
+		if status, out := hook(live, "/webhooks/transcription", liveBody("call_sid", fixtureSID, ev)); status != http.StatusOK {
+			t.Fatalf("live event %d: %d %v", i, status, out)
+		}
+	}
+	body := liveBody("call_sid", fixtureSID, liveEvents(t)[1])
+	if status, out := hook(live, "/webhooks/transcription", body); status != http.StatusOK || out["status"] != "duplicate" {
+		t.Errorf("repeated live event: %d %v", status, out)
+	}
+	ignored := liveBody("conversation_id", fixtureConv, json.RawMessage(`{"type":"audio","audio_event":{"audio_base_64":"AAAA"}}`))
+	if status, out := hook(live, "/webhooks/transcription", ignored); status != http.StatusOK || out["status"] != "ignored" {
+		t.Errorf("ignored live event: %d %v", status, out)
+	}
+	for _, name := range []string{"post_call_transcription.json", "post_call_audio.json", "call_initiation_failure_twilio.json"} {
+		if status, out := hook(post, "/webhooks/elevenlabs", fixture(t, name)); status != http.StatusOK || out["status"] != "published" {
+			t.Errorf("%s: %d %v", name, status, out)
+		}
+	}
+	if status, out := hook(post, "/webhooks/elevenlabs", fixture(t, "post_call_audio.json")); status != http.StatusOK || out["status"] != "duplicate" {
+		t.Errorf("repeated post-call webhook: %d %v", status, out)
+	}
+	if status, out := hook(post, "/webhooks/elevenlabs", fixture(t, "unknown_type.json")); status != http.StatusOK || out["status"] != "ignored" {
+		t.Errorf("unknown post-call type: %d %v", status, out)
+	}
+	in.saveCall(calls.Update{CallSID: fixtureSID, Status: calls.StatusDone}) // a status event
+}
+
 func contractWebhooks(t *testing.T) {
 	srv := redistest.Start(t)
 	in := startInstance(t, srv, redistest.Prefix(t), "hooks", func(c *config) { c.MaxBody, c.MaxPostCallBody = 64<<10, 256<<10 })
@@ -344,7 +395,6 @@ func contractWebhooks(t *testing.T) {
 		t.Helper()
 		return in.specCall(op, "POST", path, body, signed(body), valid)
 	}
-	const twilioSID = "CA9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a"
 	in.saveCall(calls.Update{CallSID: fixtureSID})
 	in.saveCall(calls.Update{CallSID: twilioSID})
 	c := in.specSocket("/ws/calls/transcriptions", "calls", nil)
@@ -353,34 +403,7 @@ func contractWebhooks(t *testing.T) {
 		c.Send(map[string]string{"type": "subscribe", "id": id, "call": id})
 		c.Expect("subscribed")
 	}
-
-	// Every live event of the fixture, then the post-call webhooks.
-	for i, ev := range liveEvents(t) {
-		status, out := hook(live, "/webhooks/transcription", liveBody("call_sid", fixtureSID, ev), true)
-		if status != http.StatusOK {
-			t.Fatalf("live event %d: %d %v", i, status, out)
-		}
-	}
-	body := liveBody("call_sid", fixtureSID, liveEvents(t)[1])
-	if status, out := hook(live, "/webhooks/transcription", body, true); status != http.StatusOK || out["status"] != "duplicate" {
-		t.Errorf("repeated live event: %d %v", status, out)
-	}
-	ignored := liveBody("conversation_id", fixtureConv, json.RawMessage(`{"type":"audio","audio_event":{"audio_base_64":"AAAA"}}`))
-	if status, out := hook(live, "/webhooks/transcription", ignored, true); status != http.StatusOK || out["status"] != "ignored" {
-		t.Errorf("ignored live event: %d %v", status, out)
-	}
-	for _, name := range []string{"post_call_transcription.json", "post_call_audio.json", "call_initiation_failure_twilio.json"} {
-		if status, out := hook(post, "/webhooks/elevenlabs", fixture(t, name), true); status != http.StatusOK || out["status"] != "published" {
-			t.Errorf("%s: %d %v", name, status, out)
-		}
-	}
-	if status, out := hook(post, "/webhooks/elevenlabs", fixture(t, "post_call_audio.json"), true); status != http.StatusOK || out["status"] != "duplicate" {
-		t.Errorf("repeated post-call webhook: %d %v", status, out)
-	}
-	if status, out := hook(post, "/webhooks/elevenlabs", fixture(t, "unknown_type.json"), true); status != http.StatusOK || out["status"] != "ignored" {
-		t.Errorf("unknown post-call type: %d %v", status, out)
-	}
-	in.saveCall(calls.Update{CallSID: fixtureSID, Status: calls.StatusDone}) // a status event
+	postEveryEvent(t, in)
 	// Every kind of event, each checked as it arrives.
 	seen := map[string]bool{}
 	for len(seen) < 7 {
@@ -409,7 +432,7 @@ func contractWebhooks(t *testing.T) {
 		status, out := hook(tc.op, tc.path, tc.body, tc.status == 404 || tc.status == 409)
 		expectCode(t, fmt.Sprintf("%s %.80s", tc.path, tc.body), status, out, tc.status, tc.code)
 	}
-	body = liveBody("call_sid", "EL_linked", liveEvents(t)[1])
+	body := liveBody("call_sid", "EL_linked", liveEvents(t)[1])
 	now := time.Now()
 	for name, sig := range map[string]string{
 		"missing":    "",
@@ -478,6 +501,7 @@ func contractRedisDown(t *testing.T) {
 	if f := c.Expect("error"); f.Code != "unavailable" {
 		t.Errorf("subscribe while Redis is down: %s", f.Raw)
 	}
+	streamsWhileRedisDown(in)
 	// A topic socket whose state cannot be loaded is closed: try later.
 	late := in.specSocket("/ws/workflows", "topic", nil)
 	late.ExpectClose(1013)
@@ -491,6 +515,7 @@ func contractDraining(t *testing.T) {
 	c.Expect("welcome")
 	topic := in.specSocket("/ws/routes", "topic", nil)
 	topic.Expect("welcome")
+	drained := openStreamsToDrain(t, in)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -510,6 +535,7 @@ func contractDraining(t *testing.T) {
 			t.Errorf("upgrade of %s while draining: %d %s", path, status, code)
 		}
 	}
+	drained()
 }
 
 func contractCallSocket(t *testing.T) {
@@ -956,5 +982,43 @@ func (c *specConn) Close(code int) {
 	msg := websocket.FormatCloseMessage(code, "")
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
 		c.t.Fatal(err)
+	}
+}
+
+// TestEveryRouteIsDocumented: every route an instance serves is an
+// operation of openapi.yaml, so a new endpoint fails here until it is
+// described (and then the contract test asks for its answers).
+func TestEveryRouteIsDocumented(t *testing.T) {
+	in := startInstance(t, redistest.Start(t), "routes", "routes")
+	doc := spectest.Decode(t, "openapi.yaml")
+	paths, _ := doc["paths"].(map[string]any)
+	topics := in.app.cfg.Topics
+	checked := 0
+	for _, r := range in.app.http.Handler.(*echo.Echo).Routes() {
+		if r.Path == "/api" || r.Path == "/api/*" {
+			continue // the API group's own answer to what no route matches: 404 not_found
+		}
+		checked++
+		path := r.Path
+		for _, name := range topics {
+			for _, p := range []string{"/ws/", "/sse/"} {
+				if path == p+name {
+					path = p + "{topic}"
+				}
+			}
+		}
+		parts := strings.Split(path, "/")
+		for i, p := range parts {
+			if name, ok := strings.CutPrefix(p, ":"); ok {
+				parts[i] = "{" + name + "}"
+			}
+		}
+		path = strings.Join(parts, "/")
+		if spectest.At(paths[path], strings.ToLower(r.Method)) == nil {
+			t.Errorf("%s %s (%s) is served but not in openapi.yaml", r.Method, r.Path, path)
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d routes: the router's list is not what this test reads", checked)
 	}
 }
