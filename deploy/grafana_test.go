@@ -25,6 +25,8 @@ var metricNames = []string{
 	"callgate_redis_reconnects_total",
 	"callgate_webhook_unverified_bytes",
 	"callgate_webhook_busy_total",
+	"callgate_bus_messages_total",
+	"callgate_bus_messages_followed_total",
 }
 
 // histograms are the metrics of metricNames that are histograms, exported
@@ -201,6 +203,23 @@ func TestDashboardMetrics(t *testing.T) {
 			t.Errorf("no panel shows the publish-to-socket latency quantile %s", q)
 		}
 	}
+}
+
+// TestDashboardConnectionsByTransport: the connections panel shows
+// WebSockets and Server-Sent Events streams apart, as the transport label
+// of callgate_connections tells them.
+func TestDashboardConnectionsByTransport(t *testing.T) {
+	for _, p := range allPanels(loadDashboard(t).Panels) {
+		for _, tg := range p.Targets {
+			if slices.Contains(promMetrics(tg.Expr), "callgate_connections") {
+				if !regexp.MustCompile(`by \([^)]*\btransport\b`).MatchString(tg.Expr) || !strings.Contains(tg.LegendFormat, "{{transport}}") {
+					t.Errorf("panel %q: %q (legend %q) does not show the transports apart", p.Title, tg.Expr, tg.LegendFormat)
+				}
+				return
+			}
+		}
+	}
+	t.Error("no panel shows callgate_connections")
 }
 
 // TestDashboardStructure: importable as is, with the Prometheus data source

@@ -53,9 +53,18 @@ type e2eCluster struct {
 	addrs     map[string]string
 	accessLog string
 	http      *http.Client
+	redisPort int
 }
 
-func startE2ECluster(t *testing.T) *e2eCluster {
+// startE2ECluster starts them; env is added to each instance's environment.
+func startE2ECluster(t *testing.T, env ...string) *e2eCluster {
+	t.Helper()
+	return startE2EClusterWith(t, "", env...)
+}
+
+// startE2EClusterWith starts them with extra added to nginx's
+// per-environment server configuration (a test's own locations).
+func startE2EClusterWith(t *testing.T, extra string, env ...string) *e2eCluster {
 	t.Helper()
 	nginxBin, redisBin := requireTools(t)
 	bin := buildCallgate(t)
@@ -68,12 +77,12 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 	waitRedis(t, redis, redisPort, 10*time.Second)
 
 	c := &e2eCluster{t: t, instances: map[string]*proc{}, addrs: map[string]string{},
-		http: &http.Client{Timeout: 15 * time.Second}}
+		http: &http.Client{Timeout: 15 * time.Second}, redisPort: redisPort}
 	var upstream strings.Builder
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("gateway-%d", i)
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		c.instances[id] = startProc(t, id, syscall.SIGKILL, []string{bin}, cleanEnv(
+		c.instances[id] = startProc(t, id, syscall.SIGKILL, []string{bin}, append(cleanEnv(
 			"CALLGATE_ADDR="+addr,
 			"CALLGATE_INSTANCE_ID="+id,
 			fmt.Sprintf("CALLGATE_REDIS_URL=redis://127.0.0.1:%d/0", redisPort),
@@ -82,7 +91,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 			"CALLGATE_JWT_SECRET="+e2eJWTSecret,
 			"CALLGATE_LOG_LEVEL=warn",
 			"CALLGATE_SHUTDOWN_TIMEOUT=5s",
-		))
+		), env...))
 		c.addrs[id] = addr
 		fmt.Fprintf(&upstream, "server %s max_fails=3 fail_timeout=10s;\n", addr)
 	}
@@ -111,7 +120,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 	files := map[string]string{
 		"nginx.conf":             string(main),
 		"callgate/upstream.conf": upstream.String(),
-		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort),
+		"callgate/server.conf":   fmt.Sprintf("listen 127.0.0.1:%d;\naccess_log access.log callgate;\n", nginxPort) + extra,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(prefix, name), []byte(content), 0o644); err != nil {
@@ -385,16 +394,26 @@ func TestNginxEndToEnd(t *testing.T) {
 		t.Errorf("X-Request-ID e2e-request-1 not seen once in the access log: %v", got)
 	}
 
-	// Stop the instance that holds the socket while webhooks keep coming.
+	// Stop the instance that holds the socket while webhooks keep coming:
+	// a third of them are answered before the SIGTERM, a third are posted
+	// while the instance shuts down, and a third once it has exited.
 	const more = 30
+	victim := c.instances[holder]
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	posted := map[string]int{} // event_id -> n
 	errs := make(chan error, more)
+	started := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n := 13; n < 13+more; n++ {
+		for i, n := 0, 13; n < 13+more; i, n = i+1, n+1 {
+			switch i {
+			case more / 3:
+				close(started)
+			case 2 * more / 3:
+				<-victim.done
+			}
 			id, err := c.webhook("/webhooks/transcription", liveWebhook(sid, n), nil)
 			if err != nil {
 				errs <- fmt.Errorf("webhook %d during the restart: %w", n, err)
@@ -403,11 +422,9 @@ func TestNginxEndToEnd(t *testing.T) {
 			mu.Lock()
 			posted[id] = n
 			mu.Unlock()
-			time.Sleep(15 * time.Millisecond)
 		}
 	}()
-	time.Sleep(50 * time.Millisecond)
-	victim := c.instances[holder]
+	<-started
 	if err := victim.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

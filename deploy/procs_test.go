@@ -176,7 +176,8 @@ func (p *proc) waitExit(d time.Duration) bool {
 }
 
 // waitHTTP waits until GET url answers 200, failing the test after
-// timeout or if p exits first.
+// timeout or if p exits first. It polls: a starting process gives no other
+// sign that it is ready, and readiness is what a load balancer polls too.
 func waitHTTP(t *testing.T, p *proc, url string, timeout time.Duration) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
@@ -197,12 +198,13 @@ func waitHTTP(t *testing.T, p *proc, url string, timeout time.Duration) {
 		} else {
 			last = err.Error()
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polling a starting process
 	}
 	t.Fatalf("GET %s: not 200 within %s (last: %s)", url, timeout, last)
 }
 
-// waitRedis waits until Redis on port answers PING.
+// waitRedis waits until Redis on port answers PING, polling the starting
+// process as waitHTTP does.
 func waitRedis(t *testing.T, p *proc, port int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -214,7 +216,7 @@ func waitRedis(t *testing.T, p *proc, port int, timeout time.Duration) {
 		if redisPing(port) == nil {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polling a starting process
 	}
 	t.Fatalf("redis-server on port %d: no PONG within %s", port, timeout)
 }

@@ -24,13 +24,24 @@ const (
 	CloseTooManyConnections = 4030
 )
 
-// tokenFrom finds a token in the upgrade request: the Authorization header
-// or the token query parameter (browsers cannot set headers).
-func tokenFrom(r *http.Request) string {
+// StreamCookie is the cookie a stream's token may come in: EventSource
+// cannot set headers, and a cookie keeps the token out of the URL.
+const StreamCookie = "callgate_token"
+
+// tokenFrom finds a token in the request: the Authorization header or
+// the token query parameter (browsers cannot set headers), and for a
+// stream the StreamCookie cookie.
+func tokenFrom(r *http.Request, stream bool) string {
 	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		return strings.TrimSpace(t)
 	}
-	return r.URL.Query().Get("token")
+	if t := r.URL.Query().Get("token"); t != "" || !stream {
+		return t
+	}
+	if ck, err := r.Cookie(StreamCookie); err == nil {
+		return ck.Value
+	}
+	return ""
 }
 
 // mayUse reports whether identity id (nil: anonymous) may open topic t's

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,10 +61,15 @@ type fanoutFixture struct {
 	last    []atomic.Int64
 	readers sync.WaitGroup
 	failed  atomic.Value // error of a reader
+	// progress wakes awaitProgress after a client received an event or
+	// stopped, while waiting is set.
+	progress chan struct{}
+	waiting  atomic.Bool
 }
 
 func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
-	f := &fanoutFixture{call: &benchCall{}, last: make([]atomic.Int64, n), conns: make([]*websocket.Conn, n)}
+	f := &fanoutFixture{call: &benchCall{}, last: make([]atomic.Int64, n), conns: make([]*websocket.Conn, n),
+		progress: make(chan struct{}, 1)}
 	f.srv = gateway.NewServer(gateway.Config{
 		Bus: benchBus{}, Resolver: f.call, History: f.call,
 		Logger:         slog.New(slog.DiscardHandler),
@@ -125,12 +131,15 @@ func subscribeBenchClient(url string) (*websocket.Conn, error) {
 	return ws, nil
 }
 
-// read keeps the last event_id received in last until the socket closes.
+// read keeps the last event_id received in last until the socket closes;
+// a socket closed before the fixture is done fails the benchmark.
 func (f *fanoutFixture) read(ws *websocket.Conn, last *atomic.Int64) {
+	defer f.wake()
 	buf := make([]byte, 0, 512)
 	for {
 		_, r, err := ws.NextReader()
 		if err != nil {
+			f.failed.CompareAndSwap(nil, fmt.Errorf("a client stopped reading: %w", err))
 			return
 		}
 		buf = buf[:0]
@@ -144,6 +153,7 @@ func (f *fanoutFixture) read(ws *websocket.Conn, last *atomic.Int64) {
 				break
 			}
 			if err != nil {
+				f.failed.CompareAndSwap(nil, fmt.Errorf("a client stopped reading: %w", err))
 				return
 			}
 		}
@@ -156,7 +166,38 @@ func (f *fanoutFixture) read(ws *websocket.Conn, last *atomic.Int64) {
 			f.failed.CompareAndSwap(nil, fmt.Errorf("event %d after %d", id, last.Load()))
 		}
 		last.Store(id)
+		f.wake()
 	}
+}
+
+// wake tells awaitProgress that a client moved on. The check of waiting
+// comes after the client's store, and awaitProgress sets waiting before
+// it checks the clients: one of the two sees the other.
+func (f *fanoutFixture) wake() {
+	if f.waiting.Load() {
+		select {
+		case f.progress <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// awaitProgress returns once done reports true, checking it again each
+// time a client receives an event, or with an error if a client failed
+// or was cut off.
+func (f *fanoutFixture) awaitProgress(done func() bool) error {
+	f.waiting.Store(true)
+	defer f.waiting.Store(false)
+	for !done() {
+		if err, _ := f.failed.Load().(error); err != nil {
+			return err
+		}
+		if f.srv.Stats().Overflows > 0 {
+			return errors.New("a client was cut off as too slow")
+		}
+		<-f.progress
+	}
+	return nil
 }
 
 // slowest is the last event_id every client has received.
@@ -181,23 +222,17 @@ func (f *fanoutFixture) run(b *testing.B) {
 	b.ResetTimer()
 	for i, frame := range frames {
 		id := first + int64(i)
-		if i%16 == 0 {
-			for id-f.slowest() > fanoutWindow {
-				time.Sleep(20 * time.Microsecond)
+		if i%16 == 0 && id-f.slowest() > fanoutWindow {
+			if err := f.awaitProgress(func() bool { return id-f.slowest() <= fanoutWindow }); err != nil {
+				b.Fatal(err)
 			}
 		}
 		f.call.last.Store(id)
 		f.srv.Deliver(benchChannel, frame)
 	}
 	end := first + int64(b.N) - 1
-	for f.slowest() < end {
-		if err, _ := f.failed.Load().(error); err != nil {
-			b.Fatal(err)
-		}
-		if f.srv.Stats().Overflows > 0 {
-			b.Fatal("a client was cut off as too slow")
-		}
-		time.Sleep(20 * time.Microsecond)
+	if err := f.awaitProgress(func() bool { return f.slowest() >= end }); err != nil {
+		b.Fatal(err)
 	}
 	b.StopTimer()
 	if err, _ := f.failed.Load().(error); err != nil {

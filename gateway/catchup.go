@@ -99,6 +99,15 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 	cs.org = read.Org
 	last := read.Last
 	delivered := 0
+	// What the writers know of each frame, shared by every follower it
+	// is queued to: the stored events, then the held ones.
+	metas := make([]frameMeta, len(read.Events)+len(cs.held))
+	for i, e := range read.Events {
+		metas[i] = frameMeta{call: cs.key, pos: e.Position}
+	}
+	for i, hf := range cs.held {
+		metas[len(read.Events)+i] = frameMeta{call: cs.key, pos: hf.pos}
+	}
 	for c, f := range cs.subs {
 		if f.pos.Less(after) {
 			continue
@@ -123,7 +132,7 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 				}
 			}
 			f.join, f.pos = nil, j.start
-			c.enqueue(j.reply(read, f.pos, j.recovered))
+			c.enqueueFrame(outFrame{data: j.reply(read, f.pos, j.recovered), meta: &frameMeta{call: cs.key, pos: f.pos}})
 			j.done <- nil
 		} else if !h.srv.sees(c.org(), read.Org) {
 			h.revoke(cs, c, f)
@@ -132,10 +141,11 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 			// The store lost the last events this follower had, and
 			// numbering goes on from its last: tell the follower.
 			f.pos = last
-			c.enqueue(resetFor(cs.key, last))
+			c.enqueueFrame(resetFor(cs.key, last))
 		}
-		var batch [][]byte
-		queue := func(p Position, frame []byte) {
+		var batch []outFrame
+		queue := func(frame []byte, m *frameMeta) {
+			p := m.pos
 			if !f.pos.Less(p) {
 				return
 			}
@@ -143,14 +153,14 @@ func (h *hub) apply(cs *channelState, read HistoryRead, after Position) {
 				// Numbering went back: a new epoch.
 				batch = append(batch, resetFor(cs.key, Position{p.Epoch, p.Seq - 1}))
 			}
-			batch = append(batch, frame)
+			batch = append(batch, outFrame{data: frame, meta: m})
 			f.pos = p
 		}
-		for _, e := range read.Events {
-			queue(e.Position, e.Frame)
+		for i, e := range read.Events {
+			queue(e.Frame, &metas[i])
 		}
-		for _, hf := range cs.held {
-			queue(hf.pos, hf.frame)
+		for i, hf := range cs.held {
+			queue(hf.frame, &metas[len(read.Events)+i])
 		}
 		c.enqueueReplay(batch)
 		delivered += len(batch)

@@ -38,6 +38,10 @@ type Config struct {
 	// PongWait is how long a silent client is kept; the server pings
 	// every 9/10 of it. Default 60s.
 	PongWait time.Duration
+	// StreamKeepalive is how often a Server-Sent Events stream gets a
+	// comment line, so that proxies see traffic on an idle stream.
+	// Default 15s.
+	StreamKeepalive time.Duration
 	// SubscribeTimeout bounds resolving and subscribing one call.
 	// Default 10s.
 	SubscribeTimeout time.Duration
@@ -107,6 +111,9 @@ func (c *Config) fill() {
 	}
 	if c.PongWait <= 0 {
 		c.PongWait = 60 * time.Second
+	}
+	if c.StreamKeepalive <= 0 {
+		c.StreamKeepalive = 15 * time.Second
 	}
 	if c.SubscribeTimeout <= 0 {
 		c.SubscribeTimeout = 10 * time.Second

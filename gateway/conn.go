@@ -10,7 +10,9 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// conn is one client WebSocket connection.
+// conn is one client connection: a WebSocket, or a Server-Sent Events
+// stream (stream is set; see sse.go), which shares everything but the
+// wire format and the reading.
 //
 // Its own goroutine, run, reads, and hands each frame to a handler
 // goroutine (aside), one at a time. Frames for the client go through
@@ -57,6 +59,10 @@ type conn struct {
 	// failed; finishOnce guards it.
 	finished   chan struct{}
 	finishOnce sync.Once
+
+	// stream is set for a Server-Sent Events stream (by serveStream,
+	// before anything is written); nil for a WebSocket.
+	stream *sseStream
 
 	// topic is set for a topic connection (by serve); attached once it
 	// follows it (owned by run).

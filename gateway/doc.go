@@ -1,6 +1,7 @@
-// Package gateway serves client WebSocket connections: the call
-// subscription protocol, each instance's local subscriptions, and the
-// fan-out of bus messages to the sockets that follow them.
+// Package gateway serves client connections, WebSockets and Server-Sent
+// Events streams: the call subscription protocol, each instance's local
+// subscriptions, and the fan-out of bus messages to the connections that
+// follow them.
 //
 // It declares what it needs from the rest of the system (interfaces.go:
 // Bus, Resolver, History, TopicSource, Authenticator) and imports neither
@@ -11,13 +12,14 @@
 //	server.go      Server: delivery, stats, shutdown
 //	config.go      Config and its defaults
 //	upgrade.go     the checks and upgrade of a request
+//	sse.go         Server-Sent Events streams: the request, the event format, the end
 //	conn.go        a connection's state
 //	session.go     a connection's life: run, open, the read loop, cleanup
 //	handlers.go    subscribe and unsubscribe
 //	auth.go        tokens, identities, per-user limits
 //	queue.go       the send queue and how a connection ends
 //	writer.go      the flusher: how queued frames reach the sockets
-//	write_linux.go the non-blocking writev (write_other.go: none elsewhere)
+//	write_linux.go the non-blocking writev, a stream socket's user timeout (write_other.go: neither)
 //	ping.go        the pinger
 //	hub.go         local subscriptions, ordering and catch-up from history
 //	topic.go       state topics
@@ -35,6 +37,12 @@
 //
 //   - The HTTP server's, per request: serve checks and upgrades, fills in
 //     the conn, and starts run. Server.wg counts it from the check.
+//   - The HTTP server's, per stream request (sse.go): serveStream checks,
+//     subscribes (holding the writer role, so nothing is written yet),
+//     hijacks, writes the response head, starts runStream and hands the
+//     writer role to the flusher.
+//   - runStream, one per stream: reads only to see the client go away,
+//     then cleans up.
 //   - run, one per connection (session.go): reads the socket (awaitAuth,
 //     readLoop), cleans up, and finishes the closing handshake. It owns
 //     subs, counted, welcomed and attached, which the handler it waits for
@@ -48,8 +56,9 @@
 //     writes within WriteWait, hands the connection back. Closing finished
 //     is the last writer's last act on the connection, and run waits for
 //     it.
-//   - The pinger (ping.go): queues a ping to every connection once per
-//     9/10 of PongWait.
+//   - The pingers (ping.go): one queues a ping to every socket once per
+//     9/10 of PongWait, the other a keepalive comment to every stream
+//     once per StreamKeepalive.
 //   - A catch-up per channel at a time (hub.go, while channelState.syncing):
 //     reads history and queues what followers miss.
 //   - The bus's receive goroutine (the caller's): Deliver. Never blocks.
@@ -76,7 +85,9 @@
 // the first group. conn.wmu is held across a blocking write, and a flusher
 // goroutine may hand it to a finishWrite goroutine; flusher goroutines
 // only TryLock it, so they never wait for a socket (finishWrite does). conn.closeOnce and
-// conn.finishOnce run only close(). Frames are queued under Server.mu
+// conn.finishOnce run only close() (finishOnce also half-closes a
+// stream's connection, which takes no lock), and finish is never called
+// with a lock held. Frames are queued under Server.mu
 // (Shutdown's close frames), topicState.mu (so each connection gets a
 // topic's versions in order) and hubShard.mu (so it gets a call's events
 // in order), which is why queueing never blocks.
@@ -86,8 +97,11 @@
 //
 // # Fields of a conn
 //
-//   - Set by serve before run starts, then read only: srv, ws, id,
-//     connectedAt, requestID, slot, nc, raw, topic, done, finished.
+//   - Set by serve (serveStream) before run (runStream) starts, then read
+//     only: srv, ws, id, connectedAt, requestID, slot, nc, raw, topic,
+//     stream, done, finished; and a stream's keys and given.
+//   - Owned by the writer role: a stream's pos and known, the positions
+//     its ids are built from (sse.go).
 //   - Under authMu: user, identity, warnTimer, expireTimer.
 //   - Under qmu: queue, spare, replayed, writing, closing.
 //   - Owned by run and the handler it waits for: subs, counted (which
@@ -103,7 +117,8 @@
 //	scheduled  on flusher.pending
 //	flushing   a flusher goroutine: take, then one non-blocking writev
 //	blocked    a finishWrite goroutine: the rest, with wmu held, within WriteWait
-//	sealed     the close frame is written: writing stays set, finished is closed
+//	sealed     the close frame (a stream's close event) is written: writing
+//	           stays set, finished is closed; a stream's response ends
 //	failed     a write failed (fail): writing stays set, finished is closed
 //
 //	idle       ── a frame is queued (push, enqueueReplay, end) ──▶ scheduled

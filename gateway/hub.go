@@ -185,16 +185,17 @@ func (h *hub) forgetIfIdle(s *hubShard, cs *channelState) {
 // call's numbering went back: the channel then catches up from history,
 // holding live frames meanwhile. An org notice on the channel makes the
 // followers that may no longer see the call lose their subscriptions.
-func (h *hub) deliver(channel string, payload []byte) int {
+// It returns how many connections it queued payload for, and whether
+// any local connection followed the channel.
+func (h *hub) deliver(channel string, payload []byte) (n int, followed bool) {
 	seq, epoch, ok := wire.Parse(payload)
 	if !ok {
 		if org, ok := wire.ParseOrgNotice(payload); ok {
-			h.orgChanged(channel, org)
-			return 0
+			return 0, h.orgChanged(channel, org)
 		}
 		h.srv.log.Warn("bus message without an event_id dropped", "channel", channel)
 		h.srv.metrics.dropped.Add(1)
-		return 0
+		return 0, false
 	}
 	p := Position{epoch, seq}
 	s := h.shard(channel)
@@ -202,14 +203,15 @@ func (h *hub) deliver(channel string, payload []byte) int {
 	defer s.mu.Unlock()
 	cs := s.chans[channel]
 	if cs == nil {
-		return 0
+		return 0, false
 	}
+	followed = len(cs.subs) > 0
 	if cs.syncing || cs.lost {
 		cs.held = append(cs.held, heldFrame{p, payload})
-		return 0
+		return 0, followed
 	}
-	n, gap := 0, false
-	out := outFrame{data: payload, published: wire.PublishedAt(payload)}
+	gap := false
+	out := outFrame{data: payload, meta: &frameMeta{published: wire.PublishedAt(payload), call: cs.key, pos: p}}
 	for c, f := range cs.subs {
 		switch {
 		case f.pos.Epoch == p.Epoch && p.Seq == f.pos.Seq+1, f.pos == none && p.Seq == 1:
@@ -239,16 +241,18 @@ func (h *hub) deliver(channel string, payload []byte) int {
 		cs.held = append(cs.held, heldFrame{p, payload})
 		h.requestCatchUp(cs)
 	}
-	return n
+	return n, followed
 }
 
 // orgChanged handles an org notice on channel: the call now belongs to
-// org.
-func (h *hub) orgChanged(channel, org string) {
+// org. It reports whether the channel had followers.
+func (h *hub) orgChanged(channel, org string) (followed bool) {
 	h.locked(channel, func(_ *hubShard, cs *channelState) {
+		followed = len(cs.subs) > 0
 		cs.org = org
 		h.checkOrgs(cs)
 	})
+	return followed
 }
 
 // checkOrgs ends the subscriptions of the followers of cs that may not
@@ -280,6 +284,11 @@ func (h *hub) revoke(cs *channelState, c *conn, f *follower) {
 	f.sub.revoked.Store(true)
 	c.enqueue(encode(unsubscribedFrame{Type: "unsubscribed", CallSID: cs.key, Reason: reasonForbidden}))
 	c.logger().Info("subscription ended: the call is not visible to this connection any more", "call", cs.key)
+	if c.stream != nil {
+		// A stream is the calls its URL names: it cannot go on as asked,
+		// and the same URL would now get 404.
+		c.closeWith(CloseForbidden, "a call of this stream is not visible to this token any more")
+	}
 }
 
 // replyAt queues to c the reply that build makes from c's position in
@@ -339,7 +348,7 @@ func positionFields(p Position) (epoch, eventID string) {
 
 // resetFor is the reset frame that tells a follower of call the events
 // that follow continue after p.
-func resetFor(call string, p Position) []byte {
+func resetFor(call string, p Position) outFrame {
 	epoch, id := positionFields(p)
-	return encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id})
+	return outFrame{data: encode(resetFrame{Type: "reset", CallSID: call, Epoch: epoch, EventID: id}), meta: &frameMeta{call: call, pos: p}}
 }

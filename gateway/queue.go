@@ -65,7 +65,7 @@ func (c *conn) push(f outFrame) (ok, start bool) {
 // not queued, and the connection ends with CloseSendQueueOverflow after
 // what did, so that the client resumes from there (a replay too large to
 // hold at once goes out in pieces, one connection each).
-func (c *conn) enqueueReplay(frames [][]byte) {
+func (c *conn) enqueueReplay(frames []outFrame) {
 	if len(frames) == 0 {
 		return
 	}
@@ -76,11 +76,11 @@ func (c *conn) enqueueReplay(frames [][]byte) {
 	}
 	n := 0
 	for _, f := range frames {
-		if c.queued > 0 && c.queued+len(f) > c.srv.cfg.SendQueueBytes {
+		if c.queued > 0 && c.queued+len(f.data) > c.srv.cfg.SendQueueBytes {
 			break
 		}
-		c.queue = append(c.queue, outFrame{data: f})
-		c.queued += len(f)
+		c.queue = append(c.queue, f)
+		c.queued += len(f.data)
 		n++
 	}
 	c.replayed += n
@@ -120,7 +120,7 @@ func (c *conn) end(code int, text string, drop bool) {
 	if !c.stop() {
 		return
 	}
-	if c.seal(drop, outFrame{data: closeFrame(code, text), control: true, close: true}) {
+	if c.seal(drop, outFrame{data: c.closeFrame(code, text), control: true, close: true}) {
 		c.srv.flusher.add(c)
 	}
 }
@@ -164,9 +164,24 @@ func (c *conn) seal(drop bool, last ...outFrame) bool {
 	return true
 }
 
-// finish marks the connection's writing as over.
+// finish marks the connection's writing as over. A stream's response
+// ends there (see conn.endResponse).
 func (c *conn) finish() {
-	c.finishOnce.Do(func() { close(c.finished) })
+	c.finishOnce.Do(func() {
+		close(c.finished)
+		if c.stream != nil {
+			c.endResponse()
+		}
+	})
+}
+
+// closeFrame is what ends the connection on the wire: a WebSocket close
+// frame, or a stream's close event (none for code 0: the client is gone).
+func (c *conn) closeFrame(code int, text string) []byte {
+	if c.stream != nil {
+		return streamClose(code, text)
+	}
+	return closeFrame(code, text)
 }
 
 // fail ends a connection whose write failed: closing the socket makes

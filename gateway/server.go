@@ -12,8 +12,11 @@ import (
 
 // Stats are a Server's counters.
 type Stats struct {
-	// Connections and Subscriptions are open now.
+	// Connections and Subscriptions are open now. Connections counts
+	// sockets and streams; Streams the Server-Sent Events streams among
+	// them.
 	Connections   int64
+	Streams       int64
 	Subscriptions int64
 	// Channels are followed by at least one local connection.
 	Channels int
@@ -24,10 +27,18 @@ type Stats struct {
 	Dropped int64
 	// Overflows counts sockets cut off with CloseSendQueueOverflow.
 	Overflows int64
+	// BusMessages counts the messages the bus handed to Deliver: call
+	// events, org notices and topic states. BusFollowed counts those of
+	// them on a channel at least one local connection followed when the
+	// message came: BusMessages / BusFollowed is how many messages the
+	// instance received from Redis for each one it needed.
+	BusMessages int64
+	BusFollowed int64
 }
 
 type metrics struct {
-	connections, subscriptions, delivered, dropped, overflows atomic.Int64
+	connections, streams, subscriptions, delivered, dropped, overflows atomic.Int64
+	busMessages, busFollowed                                           atomic.Int64
 }
 
 // Server accepts client connections and fans bus messages out to them.
@@ -87,7 +98,8 @@ func NewServer(cfg Config) *Server {
 	s.targets = newTargets(targetTTL)
 	s.flusher = newFlusher()
 	s.handlers = newHandlerPool(2 * time.Second)
-	s.bg.Go(s.pinger)
+	s.bg.Go(func() { s.pinger(cfg.pingPeriod(), false) })
+	s.bg.Go(func() { s.pinger(cfg.StreamKeepalive, true) })
 	for _, t := range cfg.Topics {
 		ts := &topicState{Topic: t, conns: make(map[*conn]Position)}
 		s.topics[t.Name] = ts
@@ -114,12 +126,18 @@ func (s *Server) sees(connOrg, callOrg string) bool {
 // Deliver fans payload out to the local connections following channel. It
 // never blocks; it is the bus's message handler.
 func (s *Server) Deliver(channel string, payload []byte) {
+	s.metrics.busMessages.Add(1)
+	var followed bool
 	if t := s.topicsByChannel[channel]; t != nil {
-		s.deliverTopic(t, payload)
-		return
+		followed = s.deliverTopic(t, payload)
+	} else {
+		var n int
+		n, followed = s.hub.deliver(channel, payload)
+		s.metrics.delivered.Add(int64(n))
 	}
-	n := s.hub.deliver(channel, payload)
-	s.metrics.delivered.Add(int64(n))
+	if followed {
+		s.metrics.busFollowed.Add(1)
+	}
 }
 
 // unsubscribe releases one bus reference of c to channel.
@@ -135,11 +153,14 @@ func (s *Server) unsubscribe(ctx context.Context, c *conn, channel string) {
 func (s *Server) Stats() Stats {
 	return Stats{
 		Connections:   s.metrics.connections.Load(),
+		Streams:       s.metrics.streams.Load(),
 		Subscriptions: s.metrics.subscriptions.Load(),
 		Channels:      s.hub.channels(),
 		Delivered:     s.metrics.delivered.Load(),
 		Dropped:       s.metrics.dropped.Load(),
 		Overflows:     s.metrics.overflows.Load(),
+		BusMessages:   s.metrics.busMessages.Load(),
+		BusFollowed:   s.metrics.busFollowed.Load(),
 	}
 }
 
@@ -151,7 +172,8 @@ func (s *Server) Draining() bool {
 }
 
 // Shutdown stops accepting connections, closes every open one with 1001
-// (going away) so clients reconnect elsewhere, and waits for them to finish
+// (going away; a stream ends after its close event) so clients reconnect
+// elsewhere, and waits for them to finish
 // until ctx ends, when it drops the rest. Then it stops the server's own
 // goroutines (pinger, flusher, handlers, catch-ups) and waits for them:
 // once it returns, nothing of the server runs. Deliver and Resync may

@@ -509,9 +509,12 @@ func TestFrameSizes(t *testing.T) {
 // TestStalledClientGetsEveryFrameIntact fills a client's socket while it
 // does not read, so that writes stop part-way through frames of every
 // header size, and has the client ping meanwhile, so that pongs join the
-// stream. Once it reads again, every event must arrive whole and in order.
+// stream. Once it reads again, every event must arrive whole and in order,
+// with the default WriteWait. The client sends no frame while it reads: on
+// a loaded machine that can take longer than the default PongWait, after
+// which the server would take it for a dead client.
 func TestStalledClientGetsEveryFrameIntact(t *testing.T) {
-	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, SendQueueBytes: 1 << 30})
+	srv, _, url := startServer(t, gateway.Config{SendQueue: 4096, SendQueueBytes: 1 << 30, PongWait: time.Hour})
 	ws := rawSubscriber(t, url, "EL_1")
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{10, 125, 126, 200, 65535, 65536, 70000, 1 << 20}
@@ -593,5 +596,28 @@ func TestClientCloseDropsTheBacklog(t *testing.T) {
 	_, data, err := ws.ReadMessage()
 	if code := wstest.CloseCode(err); code != websocket.CloseNormalClosure {
 		t.Fatalf("after the first event: %.60s, %v; want the echo of 1000", data, err)
+	}
+}
+
+// TestBusMessagesCounted: every bus message is counted, and those on a
+// channel a local connection follows apart.
+func TestBusMessagesCounted(t *testing.T) {
+	srv, bus, url := startServer(t, gateway.Config{})
+	c := dial(t, url)
+	c.MustSubscribe("a", "EL_1")
+	mem.publish(srv, "EL_1", "")
+	mem.publish(srv, "EL_2", "") // nobody follows EL_2 here
+	mem.publish(srv, "EL_1", "")
+	for _, want := range []string{"1", "2"} {
+		if f := c.Expect("event"); f.EventID != want {
+			t.Fatalf("got %s, want event %s", f.Raw, want)
+		}
+	}
+	c.Send(map[string]string{"type": "unsubscribe", "id": "u", "call": "EL_1"})
+	c.Expect("unsubscribed")
+	bus.waitRefs(t, 0)
+	mem.publish(srv, "EL_1", "") // left: received, not needed
+	if s := srv.Stats(); s.BusMessages != 4 || s.BusFollowed != 2 {
+		t.Fatalf("bus messages %d, followed %d; want 4 and 2", s.BusMessages, s.BusFollowed)
 	}
 }

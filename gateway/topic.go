@@ -62,21 +62,21 @@ func (t *topicState) versionOf(frame []byte) (Position, bool) {
 // has not had that version or a newer one, and keeps it if it is the
 // newest. Each connection sees each version at most once, in increasing
 // order; connections that were sent a newer snapshot skip older live
-// frames. It returns how many connections it queued the frame for.
-func (t *topicState) publish(frame []byte, version Position) int {
+// frames. It returns how many connections it queued the frame for, and
+// whether any connection followed the topic.
+func (t *topicState) publish(frame []byte, version Position) (n int, followed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.version.Less(version) {
 		t.version, t.frame = version, frame
 	}
-	n := 0
 	for c, sent := range t.conns {
 		if sent.Less(version) && c.enqueue(frame) {
 			t.conns[c] = version
 			n++
 		}
 	}
-	return n
+	return n, len(t.conns) > 0
 }
 
 // add registers c and sends it its welcome, then the newest state known:
@@ -109,14 +109,17 @@ func (t *topicState) active() bool {
 	return len(t.conns) > 0
 }
 
-// deliverTopic handles a bus message on a topic channel.
-func (s *Server) deliverTopic(t *topicState, payload []byte) {
+// deliverTopic handles a bus message on a topic channel, and reports
+// whether any local connection followed the topic.
+func (s *Server) deliverTopic(t *topicState, payload []byte) bool {
 	v, ok := t.versionOf(payload)
 	if !ok {
 		s.log.Warn("topic frame without a version dropped", "topic", t.Name)
-		return
+		return t.active()
 	}
-	s.metrics.delivered.Add(int64(t.publish(payload, v)))
+	n, followed := t.publish(payload, v)
+	s.metrics.delivered.Add(int64(n))
+	return followed
 }
 
 // current loads a topic's state from its source.
@@ -152,7 +155,8 @@ func (s *Server) Resync(ctx context.Context, channels []string) {
 			continue
 		}
 		if frame != nil {
-			s.metrics.delivered.Add(int64(t.publish(frame, v)))
+			n, _ := t.publish(frame, v)
+			s.metrics.delivered.Add(int64(n))
 		}
 	}
 }

@@ -20,14 +20,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve checks, upgrades and serves one connection; topic is nil for the
 // call socket.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState) {
-	s.mu.Lock()
-	draining := s.draining
-	if !draining {
-		s.wg.Add(1)
-	}
-	s.mu.Unlock()
-	if draining {
-		writeHTTPError(w, http.StatusServiceUnavailable, "shutting_down", "this instance is shutting down; connect to another")
+	if !s.enter(w) {
 		return
 	}
 	upgraded := false
@@ -36,31 +29,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 			s.wg.Done()
 		}
 	}()
-	if s.metrics.connections.Load() >= int64(s.cfg.MaxConnections) {
-		writeHTTPError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance is at its connection limit; try another")
-		return
-	}
-	var id *Identity
-	mustAuth := false
-	if s.cfg.Authenticator != nil {
-		if token := tokenFrom(r); token != "" {
-			ident, err := s.cfg.Authenticator.Authenticate(token)
-			if err != nil {
-				s.log.Info("upgrade refused: invalid token", "err", err)
-				writeHTTPError(w, http.StatusUnauthorized, "invalid_token", "the token is invalid or expired")
-				return
-			}
-			id = &ident
-		} else {
-			mustAuth = !s.cfg.AllowAnonymous
-		}
-	}
-	if topic != nil && !mustAuth && s.cfg.Authenticator != nil && !topic.mayUse(id) {
-		writeHTTPError(w, http.StatusForbidden, "forbidden", "this topic is not readable with this token")
-		return
-	}
-	if id != nil && !s.admit(id.User) {
-		writeHTTPError(w, http.StatusTooManyRequests, "too_many_connections", "too many connections for this user")
+	id, mustAuth, ok := s.checkRequest(w, r, topic, false)
+	if !ok {
 		return
 	}
 	c := &conn{
@@ -109,6 +79,62 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 	// everything the HTTP server held for the request is freed.
 	upgraded = true
 	go c.run(mustAuth, r.URL.Path)
+}
+
+// enter counts a connection request in wg, unless the server is
+// draining: then it answers 503 and returns false.
+func (s *Server) enter(w http.ResponseWriter) bool {
+	s.mu.Lock()
+	draining := s.draining
+	if !draining {
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if draining {
+		writeHTTPError(w, http.StatusServiceUnavailable, "shutting_down", "this instance is shutting down; connect to another")
+	}
+	return !draining
+}
+
+// checkRequest runs the checks every connection passes before it is
+// accepted, socket or stream: the instance's connection limit, the token
+// (stream: whether one is needed), a topic's org, and the user's limit.
+// It returns the identity, whether the socket must still authenticate
+// with its first frame, and false if it has answered a refusal. A user
+// admitted is counted: the caller releases it if the connection does not
+// start.
+func (s *Server) checkRequest(w http.ResponseWriter, r *http.Request, topic *topicState, stream bool) (id *Identity, mustAuth, ok bool) {
+	if s.metrics.connections.Load() >= int64(s.cfg.MaxConnections) {
+		writeHTTPError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance is at its connection limit; try another")
+		return nil, false, false
+	}
+	if s.cfg.Authenticator != nil {
+		if token := tokenFrom(r, stream); token != "" {
+			ident, err := s.cfg.Authenticator.Authenticate(token)
+			if err != nil {
+				s.log.Info("connection refused: invalid token", "err", err)
+				writeHTTPError(w, http.StatusUnauthorized, "invalid_token", "the token is invalid or expired")
+				return nil, false, false
+			}
+			id = &ident
+		} else if !s.cfg.AllowAnonymous {
+			if stream {
+				// A stream has no first frame to authenticate with.
+				writeHTTPError(w, http.StatusUnauthorized, codeTokenRequired, "a token is required: ?token=, the "+StreamCookie+" cookie or Authorization: Bearer")
+				return nil, false, false
+			}
+			mustAuth = true
+		}
+	}
+	if topic != nil && !mustAuth && s.cfg.Authenticator != nil && !topic.mayUse(id) {
+		writeHTTPError(w, http.StatusForbidden, "forbidden", "this topic is not readable with this token")
+		return nil, false, false
+	}
+	if id != nil && !s.admit(id.User) {
+		writeHTTPError(w, http.StatusTooManyRequests, "too_many_connections", "too many connections for this user")
+		return nil, false, false
+	}
+	return id, mustAuth, true
 }
 
 func (s *Server) checkOrigin(r *http.Request) bool {

@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -78,4 +79,18 @@ func (s *sysScratch) writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) {
 			}
 		}
 	}
+}
+
+// setUserTimeout bounds how long data written to the socket may stay
+// unacknowledged before the kernel drops the connection
+// (TCP_USER_TIMEOUT): a client that vanished without closing is then
+// noticed at the next write that goes unanswered. A nil raw does
+// nothing.
+func setUserTimeout(raw syscall.RawConn, d time.Duration) {
+	if raw == nil {
+		return
+	}
+	_ = raw.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d.Milliseconds()))
+	})
 }

@@ -32,14 +32,28 @@ import (
 // outFrame is a queued frame.
 type outFrame struct {
 	data []byte
-	// published is when a live event was published, in Unix nanoseconds;
-	// 0 for other frames.
-	published int64
+	// meta is set for the frames that move a call forward; nil for
+	// others.
+	meta *frameMeta
 	// control: data is a whole control frame, header included; otherwise
 	// it is the payload of a text frame.
 	control bool
 	// close: this is the close frame; nothing follows it.
 	close bool
+}
+
+// frameMeta is what the writers know of a frame that moves a call
+// forward (an event, a subscribed or reset reply) besides its bytes. One
+// is shared by every connection the frame is queued to (a delivery
+// allocates one, not one per follower) and never modified.
+type frameMeta struct {
+	// published is when a live event was published, in Unix nanoseconds;
+	// 0 for other frames.
+	published int64
+	// call is the call, and pos the position the frame moves it to; a
+	// stream's writer builds its event ids from them (see sse.go).
+	call string
+	pos  Position
 }
 
 var pingFrame = []byte{0x89, 0x00}
@@ -171,6 +185,7 @@ func (f *flusher) run() {
 type writeScratch struct {
 	hdrs []byte
 	bufs [][]byte
+	ends []int // buildStream: where each header ends in hdrs
 	sys  sysScratch
 }
 
@@ -239,7 +254,15 @@ func (c *conn) flush(w *writeScratch) {
 	if frames == nil {
 		return
 	}
-	bufs, total := w.build(frames)
+	var (
+		bufs  [][]byte
+		total int
+	)
+	if c.stream != nil {
+		bufs, total = w.buildStream(c, frames)
+	} else {
+		bufs, total = w.build(frames)
+	}
 	if !c.wmu.TryLock() {
 		// Gorilla is writing a control frame.
 		go c.finishWrite(remainder(bufs, 0), frames, false)
@@ -263,15 +286,38 @@ func (c *conn) flush(w *writeScratch) {
 	}
 }
 
-// finishWrite writes rest, the unwritten part of frames, blocking for up
-// to WriteWait, then hands c back to the flusher. locked says whether the
-// caller already holds wmu.
+// writeChunk is how much of a blocked batch finishWrite writes under one
+// write deadline. A client must make room for this much every WriteWait
+// (25.6 KiB/s with the default 10 s) or be cut off as stalled, however
+// large the batch: one deadline over a whole batch of megabytes would cut
+// off a client that reads steadily but not that fast. It is larger than
+// the usual socket send buffer, so a chunk still fills the socket with one
+// writev.
+const writeChunk = 256 << 10
+
+// finishWrite writes rest, the unwritten part of frames, in chunks of up
+// to writeChunk bytes, each with a write deadline of WriteWait, then hands
+// c back to the flusher. locked says whether the caller already holds wmu.
 func (c *conn) finishWrite(rest net.Buffers, frames []outFrame, locked bool) {
 	if !locked {
 		c.wmu.Lock()
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
-	_, err := rest.WriteTo(c.nc)
+	var err error
+	chunk := make(net.Buffers, 0, 16)
+	for len(rest) > 0 && err == nil {
+		chunk, rest = nextChunk(chunk[:0], rest, writeChunk)
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+		// WriteTo consumes its receiver: write a copy of the slice
+		// header so that chunk's array is reused.
+		w := chunk
+		_, err = w.WriteTo(c.nc)
+		clear(chunk) // drop references to the frames
+	}
+	if err == nil {
+		// A deadline left on the socket would fail every later write,
+		// the flusher's non-blocking ones included, once it passed.
+		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
 	c.wmu.Unlock()
 	if err != nil {
 		c.fail(err)
@@ -280,17 +326,35 @@ func (c *conn) finishWrite(rest net.Buffers, frames []outFrame, locked bool) {
 	c.written(frames)
 }
 
+// nextChunk moves up to size bytes from the front of rest to chunk, and
+// returns both; a buffer cut at the boundary is split between them, and
+// empty buffers go with the bytes before them.
+func nextChunk(chunk, rest net.Buffers, size int) (net.Buffers, net.Buffers) {
+	for len(rest) > 0 && (size > 0 || len(rest[0]) == 0) {
+		b := rest[0]
+		if len(b) > size {
+			b = b[:size]
+			rest[0] = rest[0][size:]
+		} else {
+			rest = rest[1:]
+		}
+		chunk = append(chunk, b)
+		size -= len(b)
+	}
+	return chunk, rest
+}
+
 // written records frames as sent and passes the writer role on: to the
 // flusher if more frames are queued, otherwise back to the next enqueue.
 func (c *conn) written(frames []outFrame) {
 	if lat := c.srv.cfg.PublishLatency; lat != nil {
 		var now int64
 		for _, f := range frames {
-			if f.published != 0 {
+			if f.meta != nil && f.meta.published != 0 {
 				if now == 0 {
 					now = time.Now().UnixNano()
 				}
-				lat(time.Duration(now - f.published))
+				lat(time.Duration(now - f.meta.published))
 			}
 		}
 	}

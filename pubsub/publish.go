@@ -191,7 +191,8 @@ var (
 //
 // KEYS: position, history, then the dedup mark and the record when given
 // (a cluster refuses empty key names, which have a slot of their own).
-// ARGV: which of those are given ("d", "r", "dr" or empty), publish
+// ARGV: which of those are given ("d", "r", "dr" or empty, and "w" when a
+// WAIT follows), publish
 // command, position TTL ms, dedup TTL ms, history max,
 // history TTL ms, field, raw field, field prefix, field channel prefix
 // (empty for none), head, mid, tail, rest, #channels, channels...,
@@ -254,7 +255,15 @@ if rec ~= '' then
 end
 if dedup ~= '' then
   local prev = redis.call('GET', dedup)
-  if prev then return {'dup', prev, reply()} end
+  if prev then
+    if string.find(ARGV[1], 'w', 1, true) then
+      -- A write of this connection's, so that the WAIT that follows
+      -- waits for the first publication's writes too, whichever
+      -- connection made them: the same expiry, set again.
+      redis.call('PEXPIRE', dedup, redis.call('PTTL', dedup))
+    end
+    return {'dup', prev, reply()}
+  end
 end
 for j = 1, #expect, 2 do
   if field(expect[j]) ~= expect[j + 1] then return {'stale', reply()} end
@@ -366,6 +375,9 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	}
 	if m.Record != "" {
 		keys, given = append(keys, m.Record), given+"r"
+	}
+	if b.cfg.WaitReplicas > 0 {
+		given += "w"
 	}
 	args = append(args, given, cmd, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(),
 		historyMax, m.HistoryTTL.Milliseconds(), m.Field, m.RawField, m.FieldPrefix, fieldChan,

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -429,5 +430,48 @@ func TestConcurrentPublishesArePipelined(t *testing.T) {
 	t.Logf("%d publishes in %d pipelines", count.commands.Load(), count.pipelines.Load())
 	if p := count.pipelines.Load(); p == 0 || p >= n {
 		t.Fatalf("%d publishes went out in %d pipelines", n, p)
+	}
+}
+
+// TestWaitForReplicas: with WaitReplicas, Publish returns once that many
+// replicas have the step's writes, and fails (ErrNotReplicated) when they
+// do not within WaitTimeout; the message was published all the same, and
+// publishing it again is a duplicate, not a second copy.
+func TestWaitForReplicas(t *testing.T) {
+	e := newEnv(t)
+	k := e.keys(t)
+	replicas := 0
+	switch e.srv.Mode() {
+	case redistest.ModeCluster, redistest.ModeSentinel:
+		replicas = 1 // one replica per master
+	case redistest.ModeMini:
+		t.Skip("miniredis has no WAIT")
+	}
+	ctx := context.Background()
+	m := k.msg("w")
+	m.Dedup = k.prefix + ":w1"
+	bus := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded, WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { bus.Close() })
+	res, err := bus.Publish(ctx, m)
+	if replicas == 0 {
+		if !errors.Is(err, pubsub.ErrNotReplicated) {
+			t.Fatalf("without replicas: %+v %v", res, err)
+		}
+		plain := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded})
+		t.Cleanup(func() { plain.Close() })
+		again, err := plain.Publish(ctx, m)
+		if err != nil || !again.Duplicate || again.Seq != 1 {
+			t.Fatalf("the retry: %+v %v", again, err)
+		}
+		return
+	}
+	if err != nil || res.Seq != 1 {
+		t.Fatalf("with a replica: %+v %v", res, err)
+	}
+	strict := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded, WaitReplicas: 2, WaitTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { strict.Close() })
+	m.Dedup = k.prefix + ":w2"
+	if _, err := strict.Publish(ctx, m); !errors.Is(err, pubsub.ErrNotReplicated) {
+		t.Fatalf("two replicas asked for, one there: %v", err)
 	}
 }

@@ -32,6 +32,12 @@ type bench struct {
 	nextHTTP   atomic.Uint64
 
 	connectH, subscribeH, unsubscribeH, latencyH, webhookH hist
+	// Deliveries timed from the start of their webhook's HTTP call: to
+	// the receipt, and to the publish time.
+	fromStartH, startToPublishH hist
+	// Webhooks whose event a subscriber received: from the start of the
+	// HTTP call to the answer, and that split at the publish time.
+	callH, callToPublishH, publishToAnswerH hist
 
 	open          atomic.Int64 // sockets open now
 	opened        atomic.Int64 // sockets ever opened
@@ -39,10 +45,16 @@ type bench struct {
 	subErrors     atomic.Int64
 	unsubErrors   atomic.Int64
 
-	delivered  atomic.Int64 // transcript events received, repeats not counted
-	duplicated atomic.Int64 // events received again by the same subscriber
-	reordered  atomic.Int64 // events received after a later one
-	missing    atomic.Int64 // event ids skipped and not received (yet)
+	delivered atomic.Int64 // transcript events received, repeats not counted
+	// deliveredSignal wakes the drain after a delivery while draining is
+	// set (see awaitDeliveries).
+	deliveredSignal chan struct{}
+	draining        atomic.Bool
+	duplicated      atomic.Int64 // events received again by the same subscriber
+	reordered       atomic.Int64 // events received after a later one
+	missing         atomic.Int64 // event ids skipped and not received (yet)
+	statuses        atomic.Int64 // status events received
+	untimed         atomic.Int64 // transcripts not matched to their webhook's start
 
 	webhooksSent  atomic.Int64 // requests, retries included
 	published     atomic.Int64 // events the gateway published for us
@@ -73,8 +85,11 @@ func newBench(cfg config, out io.Writer) *bench {
 		out:          out,
 		httpStatus:   map[string]int64{},
 		serverCloses: map[string]int64{},
-		serverErrors: map[string]int64{},
-		errCount:     map[string]int64{},
+		// One pending wake-up is enough: the drain checks the count
+		// again after each.
+		deliveredSignal: make(chan struct{}, 1),
+		serverErrors:    map[string]int64{},
+		errCount:        map[string]int64{},
 	}
 	idle := max(cfg.Publishers, cfg.Concurrency) * 2
 	// fasthttp's client takes a fraction of net/http's CPU per request,
@@ -178,6 +193,11 @@ type callState struct {
 
 	mu        sync.Mutex
 	published []publishedEvent
+
+	// epoch is the epoch of the first answer to a webhook (unknownEpoch
+	// until then), and times the times of the call's events in it.
+	epoch atomic.Int64
+	times *eventTimes
 }
 
 // publishedEvent is an event the gateway published for a webhook, and
@@ -204,8 +224,12 @@ func (c *callState) events() []publishedEvent {
 
 func (b *bench) newCalls(n int) []*callState {
 	calls := make([]*callState, n)
+	// Webhooks go round-robin over the calls, and each call may have a
+	// status event besides: twice that leaves room.
+	perCall := int64(b.cfg.MaxEvents/max(n, 1)+1) * 2
 	for i := range calls {
-		calls[i] = &callState{sid: fmt.Sprintf("callgate-bench-%s-%d", b.runID, i)}
+		calls[i] = &callState{sid: fmt.Sprintf("callgate-bench-%s-%d", b.runID, i), times: newEventTimes(perCall)}
+		calls[i].epoch.Store(unknownEpoch)
 	}
 	return calls
 }

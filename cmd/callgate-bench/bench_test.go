@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callgate/callgate/internal/redistest"
 )
 
 // Credentials of the gateway the tests start: every check is on, so the
@@ -27,16 +29,20 @@ const (
 	testJWT     = "bench-jwt-secret"
 )
 
-// gatewayProcess is a callgate --dev instance run as a process, with an
-// embedded Redis.
+// gatewayProcess is a callgate --dev instance run as a process, on the
+// Redis deployment CALLGATE_TEST_REDIS selects.
 type gatewayProcess struct {
 	url string
 	cmd *exec.Cmd
 	log *bytes.Buffer
+	// redis is the address runs give --redis: set for a deployment of
+	// redis-server processes (miniredis does not report its CPU time).
+	redis string
 }
 
 func startGateway(t *testing.T) *gatewayProcess {
 	t.Helper()
+	srv := redistest.Start(t)
 	bin := filepath.Join(t.TempDir(), "callgate")
 	if out, err := exec.Command("go", "build", "-o", bin, "../callgate").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -48,7 +54,11 @@ func startGateway(t *testing.T) *gatewayProcess {
 	addr := l.Addr().String()
 	l.Close()
 	g := &gatewayProcess{url: "http://" + addr, log: &bytes.Buffer{}}
-	g.cmd = exec.Command(bin, "--dev", "--addr", addr, "--log-level", "warn",
+	if srv.Real {
+		g.redis = srv.Addr
+	}
+	g.cmd = exec.Command(bin, "--dev", srv.Flag(), srv.URL(), "--redis-prefix", redistest.Prefix(t),
+		"--addr", addr, "--log-level", "warn",
 		"--api-key", testAPIKey, "--webhook-secret", testWebhook, "--jwt-secret", testJWT)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
 	if err := g.cmd.Start(); err != nil {
@@ -80,16 +90,22 @@ func startGateway(t *testing.T) *gatewayProcess {
 		if time.Now().After(deadline) {
 			t.Fatalf("gateway not ready: %v\n%s", err, g.log)
 		}
-		time.Sleep(20 * time.Millisecond) // polling a starting process
+		time.Sleep(20 * time.Millisecond) // polling a starting process: it gives no other sign of being ready
 	}
 }
 
 // benchRun parses args as the command line would and runs them against g.
 func benchRun(t *testing.T, g *gatewayProcess, args ...string) *Result {
 	t.Helper()
+	// The drain ends as soon as every delivery has arrived; its length
+	// only matters when one is lost.
 	base := []string{
 		"--targets", g.url, "--api-key", testAPIKey, "--webhook-secret", testWebhook,
 		"--jwt-secret", testJWT, "--pids", strconv.Itoa(g.cmd.Process.Pid), "--progress", "0",
+		"--drain", "30s",
+	}
+	if g.redis != "" {
+		base = append(base, "--redis", g.redis)
 	}
 	cfg, err := parseConfig(append(base, args...), io.Discard)
 	if err != nil {
@@ -133,6 +149,78 @@ func checkDeliveries(t *testing.T, res *Result, events, want int64) {
 	if d.Latency.Count != uint64(want) {
 		t.Errorf("%s: %d latencies for %d deliveries", res.Scenario, d.Latency.Count, want)
 	}
+	checkTimings(t, res, want)
+}
+
+// checkTimings checks that every delivery and webhook was timed from the
+// start of its HTTP call, and that the figures agree: a time from the
+// start is never below the part of it that follows the publish, and the
+// stages' shares add up to the whole.
+func checkTimings(t *testing.T, res *Result, deliveries int64) {
+	t.Helper()
+	w, d := res.Webhooks, res.Deliveries
+	if d.Untimed != 0 || d.FromHTTPStart.Count != uint64(deliveries) {
+		t.Errorf("%s: %d deliveries timed from the HTTP start, %d untimed; want %d and 0", res.Scenario, d.FromHTTPStart.Count, d.Untimed, deliveries)
+	}
+	atLeast(t, "from http start", d.FromHTTPStart, "from publish", d.Latency)
+	checkStages(t, "deliveries", d.FromHTTPStart, d.Stages)
+	if w.HTTPCall.Count != uint64(w.Published) {
+		t.Errorf("%s: %d webhooks timed, %d published", res.Scenario, w.HTTPCall.Count, w.Published)
+	}
+	checkStages(t, "webhooks", w.HTTPCall, w.Stages)
+	for _, st := range w.Stages {
+		atLeast(t, "http call", w.HTTPCall, st.Name, st.Latency)
+	}
+	if b := res.Bus; b == nil || b.Error != "" || b.Followed < w.Published || b.Received < b.Followed || b.PerFollowed < 1 {
+		t.Errorf("%s: bus figures %+v for %d webhooks", res.Scenario, b, w.Published)
+	}
+	checkRedis(t, res, "webhook")
+}
+
+// atLeast checks that every quantile of a is at least b's.
+func atLeast(t *testing.T, an string, a Latency, bn string, b Latency) {
+	t.Helper()
+	if a.P50 < b.P50 || a.P90 < b.P90 || a.P99 < b.P99 || a.Max < b.Max || a.Mean < b.Mean {
+		t.Errorf("%s %+v below %s %+v", an, a, bn, b)
+	}
+}
+
+func checkStages(t *testing.T, what string, whole Latency, st []Stage) {
+	t.Helper()
+	if len(st) != 2 {
+		t.Fatalf("%s: stages %+v, want two", what, st)
+	}
+	sum := 0.0
+	for _, s := range st {
+		if s.Latency.Count != whole.Count {
+			t.Errorf("%s: stage %q has %d times, the whole %d", what, s.Name, s.Latency.Count, whole.Count)
+		}
+		sum += s.SharePercent
+	}
+	if sum < 99 || sum > 101 {
+		t.Errorf("%s: shares of %+v add up to %.1f%%", what, st, sum)
+	}
+}
+
+// checkRedis checks Redis's CPU time per unit, when the run had --redis.
+func checkRedis(t *testing.T, res *Result, unit string) {
+	t.Helper()
+	if res.Redis == nil {
+		return
+	}
+	r := res.Redis
+	masters := 0
+	for _, n := range r.Nodes {
+		if n.Role == "master" {
+			masters++
+		}
+	}
+	if r.Error != "" || masters == 0 || r.MasterCPUSeconds <= 0 || r.MasterMicrosPer <= 0 || r.Per != unit {
+		t.Errorf("%s: Redis figures %+v, want the masters' CPU time per %s", res.Scenario, r, unit)
+	}
+	if r.Cluster && masters != 3 {
+		t.Errorf("%s: %d masters in the cluster, want 3", res.Scenario, masters)
+	}
 }
 
 func TestScenariosAgainstAGateway(t *testing.T) {
@@ -156,6 +244,16 @@ func TestScenariosAgainstAGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("calls, first event", func(t *testing.T) {
+		// One webhook per call: the run ends after 12, long before 20s.
+		res := benchRun(t, g, "--scenario", "calls", "--first-event", "--calls", "12", "--subscribers", "2",
+			"--duration", "20s", "--rate", "200")
+		checkDeliveries(t, res, 12, 12*2)
+		if !res.Settings.FirstEvent || res.Deliveries.StatusEvents != 12*2 {
+			t.Errorf("first event %v, %d status events; want each subscriber to get its call's", res.Settings.FirstEvent, res.Deliveries.StatusEvents)
+		}
+	})
+
 	t.Run("idle", func(t *testing.T) {
 		res := benchRun(t, g, "--scenario", "idle", "--connections", "20", "--duration", "500ms")
 		if c := res.Connections; c.Opened != 20 || c.Subscribed != 20 || c.OpenAtEnd != 20 || c.Failed != 0 {
@@ -175,6 +273,7 @@ func TestScenariosAgainstAGateway(t *testing.T) {
 		if ch.Subscribe.Count != uint64(ch.Pairs) || ch.Unsubscribe.Count != uint64(ch.Pairs) {
 			t.Errorf("latencies %d/%d for %d pairs", ch.Subscribe.Count, ch.Unsubscribe.Count, ch.Pairs)
 		}
+		checkRedis(t, res, "pair")
 	})
 
 	t.Run("wrong API key fails setup", func(t *testing.T) {
@@ -197,7 +296,7 @@ func TestHelp(t *testing.T) {
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("%v: err %v, want flag.ErrHelp", args, err)
 		}
-		for _, want := range []string{"--scenario", "-source-ips", "-pids", "Examples", "fanout"} {
+		for _, want := range []string{"--scenario", "-source-ips", "-pids", "-first-event", "-redis", "Examples", "fanout"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%v: help lacks %q", args, want)
 			}
@@ -222,6 +321,9 @@ func TestBadCommandLines(t *testing.T) {
 		{"--source-ips", "127.0.0.9-127.0.0.1"},
 		{"--pids", "12a"},
 		{"--token", "a", "--jwt-secret", "b"},
+		{"--first-event"},
+		{"--scenario", "churn", "--first-event"},
+		{"--redis", "http://127.0.0.1:6379"},
 		{"stray"},
 	} {
 		if _, err := parseConfig(args, io.Discard); err == nil || errors.Is(err, flag.ErrHelp) {
@@ -317,5 +419,59 @@ func TestCPUProfile(t *testing.T) {
 	}
 	if _, err := startCPUProfile(filepath.Join(path, "not-a-dir", "x")); err == nil || !strings.Contains(err.Error(), "--cpuprofile") {
 		t.Fatalf("profile into a missing directory: %v", err)
+	}
+}
+
+func TestEventTimes(t *testing.T) {
+	far := int64(2*timesChunkLen + 5)
+	et := newEventTimes(3 * timesChunkLen)
+	if et.at(0, true) != nil || et.at(-1, true) != nil || et.at(5*timesChunkLen, true) != nil {
+		t.Fatal("a slot out of bounds")
+	}
+	if et.at(far, false) != nil {
+		t.Fatal("a slot in a chunk not made yet")
+	}
+	et.at(far, true).start.Store(1)
+	et.at(7, true).start.Store(2)
+	et.at(8, true) // made, never started
+	if et.at(far, false).start.Load() != 1 {
+		t.Fatal("a far slot not kept")
+	}
+	var starts []int64
+	et.each(func(e *eventTime) { starts = append(starts, e.start.Load()) })
+	if len(starts) != 2 || starts[0] != 2 || starts[1] != 1 {
+		t.Fatalf("each saw starts %v, want [2 1]", starts)
+	}
+}
+
+func TestInfoField(t *testing.T) {
+	info := "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.25\r\nused_cpu_sys_children:9\r\n"
+	if got := infoField(info, "used_cpu_sys"); got != "1.500000" {
+		t.Errorf("used_cpu_sys = %q", got)
+	}
+	if got := infoField(info, "used_cpu_user"); got != "0.25" {
+		t.Errorf("used_cpu_user = %q", got)
+	}
+	if got := infoField(info, "missing"); got != "" {
+		t.Errorf("missing = %q", got)
+	}
+}
+
+// TestDrainEndsWithTheLastDelivery: the drain returns once the expected
+// deliveries have arrived, however long it may last.
+func TestDrainEndsWithTheLastDelivery(t *testing.T) {
+	b := newBench(config{}, io.Discard)
+	const want = 50
+	go func() {
+		for range want {
+			b.delivered.Add(1)
+			b.delivery()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b.awaitDeliveries(ctx, func() int64 { return want }, time.Hour)
+	if ctx.Err() != nil || b.delivered.Load() != want {
+		t.Fatalf("drain ended with %d of %d deliveries (%v)", b.delivered.Load(), want, ctx.Err())
 	}
 }

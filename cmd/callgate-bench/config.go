@@ -38,6 +38,8 @@ type config struct {
 	PayloadBytes int
 	SourceIPs    []net.IP
 	PIDs         []int
+	FirstEvent   bool
+	Redis        string
 
 	JSON       bool
 	CPUProfile string
@@ -65,7 +67,14 @@ var scenarioHelp = map[string]string{
   (default 2; one socket per subscription), then posts webhooks spread
   round-robin over the calls at --rate per second (0: as fast as accepted).
   Every subscriber must receive every event of its call once.
-  Measures the per-call path: Redis channels, history, one socket per call.`,
+  Measures the per-call path: Redis channels, history, one socket per call.
+  The calls are registered in-progress ("steady": each webhook publishes
+  one event). With --first-event they are left initiated and each gets
+  one webhook, its first live event: the gateway moves the call to
+  in-progress and publishes a status event before the transcript, in the
+  same step, and each subscriber receives both (the latency is the
+  transcript's). That posts at most --calls webhooks: give as many calls
+  as --rate x --duration, e.g. --calls 2000 --rate 200 --duration 10s.`,
 	"idle": `idle: many quiet connections.
   Registers --connections calls (default 1000), concurrently, then opens
   --connections sockets each subscribed to its own call and holds them for
@@ -106,6 +115,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.IntVar(&c.PayloadBytes, "payload-bytes", 64, "length of each transcript text in bytes")
 	sourceIPs := fs.String("source-ips", "", "local addresses to dial sockets from, rotating: 127.0.0.1-127.0.0.20 or a comma-separated list of addresses and ranges")
 	pids := fs.String("pids", "", "gateway process ids, comma-separated: report their CPU time and memory")
+	fs.BoolVar(&c.FirstEvent, "first-event", false, "calls: register the calls initiated, so that each webhook is its call's first live event (a status event, then the transcript); one webhook per call")
+	fs.StringVar(&c.Redis, "redis", "", "the gateways' Redis, host:port or redis://[user:password@]host:port (any node of a cluster): report its CPU time (INFO cpu) per webhook or pair; on a cluster, its masters' and its replicas'")
 	fs.BoolVar(&c.JSON, "json", false, "print the summary as JSON on stdout")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file, to see whether it limits the figures")
 	fs.DurationVar(&c.Progress, "progress", time.Second, "interval of progress lines on stderr; 0: none")
@@ -210,6 +221,14 @@ func (c *config) validate() error {
 	if c.Progress < 0 || c.Drain < 0 || c.SetupTimeout <= 0 {
 		errs = append(errs, errors.New("--progress and --drain must not be negative, --setup-timeout must be positive"))
 	}
+	if c.FirstEvent && c.Scenario != "calls" {
+		errs = append(errs, errors.New("--first-event is for --scenario calls"))
+	}
+	if c.Redis != "" {
+		if _, err := parseRedisAddr(c.Redis); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.Token != "" && c.JWTSecret != "" {
 		errs = append(errs, errors.New("give --token or --jwt-secret, not both"))
 	}
@@ -301,12 +320,29 @@ Usage: callgate-bench --scenario fanout|calls|idle|churn [flags]
 
 It registers its own calls (POST /api/calls, ids callgate-bench-<run>-<n>),
 opens sockets on /ws/calls/transcriptions, subscribes with "since":"0", and
-posts signed live transcript webhooks to /webhooks/transcription. Each
-event's "time" (its publish time) gives the latency, so run it on the
-gateways' machine or one with the same clock. Lost events are those a
-subscriber did not receive --drain after publishing stopped, by event_id;
-the exit status is 1 when any event was lost or duplicated, 2 for a bad
-command line, 3 when the run could not be set up.
+posts signed live transcript webhooks to /webhooks/transcription.
+
+Latency is measured twice for each transcript a subscriber receives: from
+the event's "time" (its publish time, the gateway's clock), and from the
+start of its webhook's HTTP call (this tool's clock; the webhook is
+matched by the call and the event_id and epoch of its 200 answer). The
+second is split at the publish time: the gateway's work before the
+publish, then publish to socket; the webhooks' own time to their answer
+is split the same way. Run it on the gateways' machine, or one with the
+same clock. Lost events are those a subscriber did not receive --drain
+after publishing stopped, by event_id; the exit status is 1 when any
+event was lost or duplicated, 2 for a bad command line, 3 when the run
+could not be set up.
+
+With --redis, it reports the CPU time of the gateways' Redis over the
+measured phase (from INFO cpu: Redis tells masters from replicas, which
+/proc cannot, and reports microseconds, /proc hundredths of a second),
+per webhook accepted or pair. With fanout and calls it reads the
+counters callgate_bus_messages_total and
+callgate_bus_messages_followed_total of every target's /metrics before
+and after: messages each instance received from Redis, for each one its
+local subscribers needed (give the instances as --targets for that, not
+a load balancer).
 `
 
 const usageExamples = `Examples, against one gateway started with --dev (no keys, no tokens):
@@ -314,6 +350,7 @@ const usageExamples = `Examples, against one gateway started with --dev (no keys
   go run ./cmd/callgate --dev --addr 127.0.0.1:8080 --log-level warn &
   callgate-bench --scenario fanout --subscribers 500 --duration 10s
   callgate-bench --scenario calls --calls 200 --rate 500
+  callgate-bench --scenario calls --calls 2000 --rate 200 --duration 10s --first-event
   callgate-bench --scenario idle --connections 2000 --pids $(pgrep -nx callgate)
   callgate-bench --scenario churn --connections 50
 
@@ -322,6 +359,12 @@ Against a cluster of three instances on one Redis, with secrets and JWTs:
   callgate-bench --targets http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 \
     --api-key local-api-key --webhook-secret local-webhook-secret --jwt-secret s3cret \
     --scenario calls --calls 1000 --rate 200 --pids 4101,4102,4103 --json
+
+On a Redis Cluster, give any node to --redis to sum its masters' CPU time:
+
+  callgate-bench --targets http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 \
+    --api-key local-api-key --webhook-secret local-webhook-secret \
+    --scenario calls --calls 2000 --rate 0 --publishers 64 --redis 127.0.0.1:7001
 
 Through a load balancer, give its one URL: --targets http://127.0.0.1:8080.
 

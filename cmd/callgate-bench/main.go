@@ -1,7 +1,9 @@
 // Command callgate-bench generates load against callgate gateways and
-// reports what their clients see: deliveries per second, publish-to-receive
-// latency, lost and duplicated events, connect and subscribe times, and the
-// gateways' CPU time and memory.
+// reports what their clients see: deliveries per second, latency from a
+// webhook's HTTP call and from the event's publish to its receipt, lost and
+// duplicated events, connect and subscribe times; and the gateways' CPU
+// time and memory, their Redis's CPU time, and how many messages each
+// gateway received from Redis for each one it needed.
 //
 //	callgate-bench --scenario fanout --subscribers 1000 --rate 50
 //	callgate-bench --help

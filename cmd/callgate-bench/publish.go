@@ -25,6 +25,7 @@ const maxAttempts = 5
 type answer struct {
 	Status  string `json:"status"`
 	EventID string `json:"event_id"`
+	Epoch   string `json:"epoch"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
@@ -79,13 +80,18 @@ func (b *bench) postOnce(ctx context.Context, path string, body []byte, header f
 	return resp.StatusCode(), a, nil
 }
 
-// register creates every call, in-progress, concurrently.
+// register creates every call concurrently: in-progress, or initiated
+// with --first-event.
 func (b *bench) register(ctx context.Context, cs []*callState) error {
 	var failed atomic.Int64
 	var first error
 	var once sync.Once
 	forEach(ctx, len(cs), b.cfg.Concurrency, func(i int) {
-		body, _ := json.Marshal(map[string]string{"call_sid": cs[i].sid, "status": "in-progress"})
+		call := map[string]string{"call_sid": cs[i].sid, "status": "in-progress"}
+		if b.cfg.FirstEvent {
+			delete(call, "status")
+		}
+		body, _ := json.Marshal(call)
 		status, a, _, err := b.post(ctx, "/api/calls", body, func(set func(string, string)) {
 			if b.cfg.APIKey != "" {
 				set("Authorization", "Bearer "+b.cfg.APIKey)
@@ -126,18 +132,23 @@ func (b *bench) webhookBody(call string, source int64) []byte {
 }
 
 // webhook posts one live event to call and records the event the gateway
-// published for it.
+// published for it, and when its HTTP call started: once signed, just
+// before the first attempt goes to the HTTP client.
 func (b *bench) webhook(ctx context.Context, c *callState) {
 	body := b.webhookBody(c.sid, c.source.Add(1))
 	sent := time.Now()
-	var tried time.Time
+	var start, tried time.Time
 	status, a, attempts, err := b.post(ctx, "/webhooks/transcription", body, func(set func(string, string)) {
 		b.webhooksSent.Add(1)
-		tried = time.Now()
 		if b.cfg.WebhookSecret != "" {
 			set(calls.SignatureHeader, calls.Sign([]byte(b.cfg.WebhookSecret), time.Now(), body))
 		}
+		tried = time.Now()
+		if start.IsZero() {
+			start = tried
+		}
 	})
+	answered := time.Now()
 	if attempts > 1 {
 		b.webhookRetry.Add(int64(attempts - 1))
 	}
@@ -155,9 +166,13 @@ func (b *bench) webhook(ctx context.Context, c *callState) {
 		return
 	}
 	id, perr := strconv.ParseInt(a.EventID, 10, 64)
+	epoch, eerr := int64(0), error(nil)
+	if a.Epoch != "" {
+		epoch, eerr = strconv.ParseInt(a.Epoch, 10, 64)
+	}
 	switch {
-	case perr != nil || id <= 0:
-		b.fail("webhook answer", "call %s: status %q, event_id %q", c.sid, a.Status, a.EventID)
+	case perr != nil || id <= 0 || eerr != nil || epoch < 0:
+		b.fail("webhook answer", "call %s: status %q, event_id %q, epoch %q", c.sid, a.Status, a.EventID, a.Epoch)
 		b.webhookFailed.Add(1)
 		return
 	case a.Status == "duplicate" && attempts == 1:
@@ -169,15 +184,21 @@ func (b *bench) webhook(ctx context.Context, c *callState) {
 		return
 	}
 	// A duplicate after a retry is the first delivery's event: published.
-	b.webhookH.Record(time.Since(tried))
+	b.webhookH.Record(answered.Sub(tried))
+	c.answered(id, epoch, start, answered)
 	c.record(id, sent)
 	b.published.Add(1)
 }
 
 // publish posts webhooks round-robin over cs with --publishers in flight,
 // at --rate per second (0: as fast as they are answered), until stop or
-// --max-events were sent. Requests in flight at stop finish under ctx.
+// --max-events were sent; with --first-event, one per call at most.
+// Requests in flight at stop finish under ctx.
 func (b *bench) publish(ctx context.Context, cs []*callState, stop <-chan struct{}) {
+	limit := int64(b.cfg.MaxEvents)
+	if b.cfg.FirstEvent {
+		limit = min(limit, int64(len(cs)))
+	}
 	var limiter *rate.Limiter
 	if b.cfg.Rate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(b.cfg.Rate), max(1, int(b.cfg.Rate/100)))
@@ -200,7 +221,7 @@ func (b *bench) publish(ctx context.Context, cs []*callState, stop <-chan struct
 					return
 				}
 				n := next.Add(1)
-				if n > int64(b.cfg.MaxEvents) {
+				if n > limit {
 					return
 				}
 				b.webhook(ctx, cs[(n-1)%int64(len(cs))])

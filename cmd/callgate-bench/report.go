@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -29,6 +30,11 @@ type Result struct {
 	Churn       *Churn      `json:"churn,omitempty"`
 
 	Processes []ProcResult `json:"processes,omitempty"`
+	// Redis is what the Redis servers of --redis used.
+	Redis *RedisResult `json:"redis,omitempty"`
+	// Bus is what the gateways received from Redis Pub/Sub (fanout,
+	// calls).
+	Bus *BusResult `json:"bus,omitempty"`
 	// Machine is what all of the machine's CPUs did meanwhile.
 	Machine              *Machine `json:"machine,omitempty"`
 	CPUMicrosPerDelivery float64  `json:"cpu_us_per_delivery,omitempty"`
@@ -68,6 +74,9 @@ type Settings struct {
 	Publishers   int      `json:"publishers,omitempty"`
 	PayloadBytes int      `json:"payload_bytes,omitempty"`
 	SourceIPs    int      `json:"source_ips,omitempty"`
+	// FirstEvent: the calls were registered initiated, and each webhook
+	// was its call's first live event.
+	FirstEvent bool `json:"first_event,omitempty"`
 }
 
 // Connections are the run's sockets.
@@ -91,7 +100,21 @@ type Webhooks struct {
 	Retries   int64   `json:"retries"`
 	Failed    int64   `json:"failed"`
 	PerSecond float64 `json:"accepted_per_second"`
-	Latency   Latency `json:"latency"`
+	// Latency is from sending a webhook's last attempt to its answer.
+	Latency Latency `json:"latency"`
+	// HTTPCall is, for the webhooks whose event a subscriber received,
+	// from the start of the first attempt to the 200 answer; Stages split
+	// it at the event's publish time (the frame's "time", the gateway's
+	// clock).
+	HTTPCall Latency `json:"http_call"`
+	Stages   []Stage `json:"stages,omitempty"`
+}
+
+// Stage is one part of a path, and its share of the whole by their means.
+type Stage struct {
+	Name         string  `json:"name"`
+	SharePercent float64 `json:"share_percent"`
+	Latency      Latency `json:"latency"`
 }
 
 // Deliveries are the events subscribers received.
@@ -106,6 +129,64 @@ type Deliveries struct {
 	PerSecond  float64 `json:"per_second"`
 	// Latency is from each event's publish time to its receipt.
 	Latency Latency `json:"latency"`
+	// FromHTTPStart is from the start of the HTTP call of the event's
+	// webhook (its first attempt) to the event's receipt, for every
+	// subscriber; Stages split it at the event's publish time.
+	FromHTTPStart Latency `json:"from_http_start"`
+	Stages        []Stage `json:"stages,omitempty"`
+	// Untimed counts the transcripts received that could not be matched
+	// to their webhook (an event_id or epoch no answer named).
+	Untimed int64 `json:"untimed"`
+	// StatusEvents counts the status events received: with --first-event,
+	// one before each call's transcript, for each subscriber.
+	StatusEvents int64 `json:"status_events"`
+}
+
+// RedisResult is the CPU time the Redis servers used in the measured phase
+// (INFO cpu), and, on a cluster, the Pub/Sub messages its bus carried.
+type RedisResult struct {
+	Cluster           bool        `json:"cluster"`
+	Nodes             []RedisNode `json:"nodes,omitempty"`
+	MasterCPUSeconds  float64     `json:"master_cpu_seconds"`
+	ReplicaCPUSeconds float64     `json:"replica_cpu_seconds"`
+	// MasterMicrosPer and ReplicaMicrosPer are the CPU time per Per: a
+	// webhook accepted (fanout, calls), or a pair (churn).
+	Per              string  `json:"per,omitempty"`
+	MasterMicrosPer  float64 `json:"master_cpu_us_per"`
+	ReplicaMicrosPer float64 `json:"replica_cpu_us_per"`
+	// ClusterBusPublish and ClusterBusPublishShard are the Pub/Sub
+	// messages the cluster's nodes sent each other for PUBLISH (to every
+	// node) and SPUBLISH (to the shard's replicas).
+	ClusterBusPublish      int64  `json:"cluster_bus_publish,omitempty"`
+	ClusterBusPublishShard int64  `json:"cluster_bus_publish_shard,omitempty"`
+	Error                  string `json:"error,omitempty"`
+}
+
+// RedisNode is one Redis server's CPU time.
+type RedisNode struct {
+	Addr       string  `json:"addr"`
+	Role       string  `json:"role"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// BusResult is what the gateways received from Redis Pub/Sub, from their
+// /metrics: messages received, those on a channel a local connection
+// followed (needed), and received per needed (1.0: nothing received in
+// vain).
+type BusResult struct {
+	Targets     []BusTarget `json:"targets,omitempty"`
+	Received    int64       `json:"received"`
+	Followed    int64       `json:"followed"`
+	PerFollowed float64     `json:"received_per_followed"`
+	Error       string      `json:"error,omitempty"`
+}
+
+// BusTarget is one gateway's part of a BusResult.
+type BusTarget struct {
+	Target      string  `json:"target"`
+	Received    int64   `json:"received"`
+	Followed    int64   `json:"followed"`
+	PerFollowed float64 `json:"received_per_followed"`
 }
 
 // Churn is the subscribe/unsubscribe scenario's outcome.
@@ -134,7 +215,7 @@ func (b *bench) newResult() *Result {
 	switch c.Scenario {
 	case "fanout", "calls":
 		s.Subscribers, s.Calls, s.Publishers, s.PayloadBytes = c.Subscribers, c.Calls, c.Publishers, c.PayloadBytes
-		s.Rate, s.MaxEvents = &c.Rate, c.MaxEvents
+		s.Rate, s.MaxEvents, s.FirstEvent = &c.Rate, c.MaxEvents, c.FirstEvent
 	case "idle":
 		s.Connections = c.Connections
 	case "churn":
@@ -162,6 +243,11 @@ func (b *bench) finish(r *Result) {
 			Retries:   b.webhookRetry.Load(),
 			Failed:    b.webhookFailed.Load(),
 			Latency:   b.webhookH.Summary(),
+			HTTPCall:  b.callH.Summary(),
+			Stages: stages(&b.callH, []namedHist{
+				{"http start -> publish", &b.callToPublishH},
+				{"publish -> 200 answer", &b.publishToAnswerH},
+			}),
 		}
 		if r.PublishSeconds > 0 {
 			w.PerSecond = round3(float64(pub) / r.PublishSeconds)
@@ -178,6 +264,28 @@ func (b *bench) finish(r *Result) {
 	r.HTTPStatus = nonEmpty(b.httpStatus)
 	r.ServerCloses = nonEmpty(b.serverCloses)
 	r.ServerErrors = nonEmpty(b.serverErrors)
+}
+
+type namedHist struct {
+	name string
+	h    *hist
+}
+
+// stages summarizes parts, each with its share of whole by their means;
+// nil when whole is empty.
+func stages(whole *hist, parts []namedHist) []Stage {
+	if whole.Count() == 0 {
+		return nil
+	}
+	var out []Stage
+	for _, p := range parts {
+		share := 0.0
+		if m := whole.Mean(); m > 0 {
+			share = math.Round(1000*float64(p.h.Mean())/float64(m)) / 10
+		}
+		out = append(out, Stage{Name: p.name, SharePercent: share, Latency: p.h.Summary()})
+	}
+	return out
 }
 
 func nonEmpty(m map[string]int64) map[string]int64 {
@@ -234,6 +342,9 @@ func writeText(w io.Writer, r *Result) error {
 	if s.MaxEvents > 0 {
 		set = append(set, fmt.Sprintf("max events %d", s.MaxEvents))
 	}
+	if s.FirstEvent {
+		set = append(set, "first event of each call")
+	}
 	fmt.Fprintf(tw, "%s\n\n", strings.Join(set, ", "))
 
 	row("measured", "%.3f s", r.Seconds)
@@ -255,12 +366,21 @@ func writeText(w io.Writer, r *Result) error {
 	if wh := r.Webhooks; wh != nil {
 		row("webhooks", "%d published (%.1f/s), %d requests, %d retries, %d failed", wh.Published, wh.PerSecond, wh.Requests, wh.Retries, wh.Failed)
 		row("webhook answer", "%s", latencyText(wh.Latency))
+		if wh.HTTPCall.Count > 0 {
+			row("  http start -> 200", "%s", latencyText(wh.HTTPCall))
+			stageRows(row, wh.Stages)
+		}
 	}
 	if d := r.Deliveries; d != nil {
-		row("deliveries", "%d of %d expected (%.1f/s)", d.Delivered, d.Expected, d.PerSecond)
+		row("deliveries", "%d of %d expected (%.1f/s), %d status events", d.Delivered, d.Expected, d.PerSecond, d.StatusEvents)
 		row("lost", "%d", d.Lost)
 		row("duplicated", "%d (reordered %d)", d.Duplicated, d.Reordered)
 		row("latency", "%s", latencyText(d.Latency))
+		row("from http start", "%s", latencyText(d.FromHTTPStart))
+		stageRows(row, d.Stages)
+		if d.Untimed > 0 {
+			row("  not timed", "%d (no webhook answer named them)", d.Untimed)
+		}
 	}
 	if ch := r.Churn; ch != nil {
 		row("pairs", "%d (%.1f/s), %d errors", ch.Pairs, ch.PerSecond, ch.Errors)
@@ -280,6 +400,12 @@ func writeText(w io.Writer, r *Result) error {
 	}
 	if r.CPUMicrosPerPair > 0 {
 		row("gateway cpu", "%.1f µs per pair", r.CPUMicrosPerPair)
+	}
+	if rd := r.Redis; rd != nil {
+		redisRows(row, rd)
+	}
+	if bus := r.Bus; bus != nil {
+		busRows(row, bus)
 	}
 	if r.RSSPerConnectionKB != 0 {
 		row("rss per connection", "%.1f KiB", r.RSSPerConnectionKB)
@@ -304,6 +430,58 @@ func writeText(w io.Writer, r *Result) error {
 		fmt.Fprintf(w, "  %s\n", e)
 	}
 	return nil
+}
+
+func stageRows(row func(k, format string, args ...any), st []Stage) {
+	for _, s := range st {
+		row("  "+s.Name, "%s  (%.0f%% of the mean)", latencyText(s.Latency), s.SharePercent)
+	}
+}
+
+func redisRows(row func(k, format string, args ...any), r *RedisResult) {
+	if r.Error != "" {
+		row("redis", "%s", r.Error)
+		return
+	}
+	mode := "one server"
+	if r.Cluster {
+		mode = "cluster"
+	}
+	masters := 0
+	for _, n := range r.Nodes {
+		if n.Role == "master" {
+			masters++
+		}
+	}
+	per := func(v float64) string {
+		if r.Per == "" {
+			return ""
+		}
+		return fmt.Sprintf(", %.1f µs per %s", v, r.Per)
+	}
+	row("redis cpu", "%s: masters (%d) %.3f s%s", mode, masters, r.MasterCPUSeconds, per(r.MasterMicrosPer))
+	if masters < len(r.Nodes) {
+		row("", "replicas (%d) %.3f s%s", len(r.Nodes)-masters, r.ReplicaCPUSeconds, per(r.ReplicaMicrosPer))
+	}
+	for _, n := range r.Nodes {
+		row("  "+n.Addr, "%s, cpu %.3f s", n.Role, n.CPUSeconds)
+	}
+	if r.Cluster {
+		row("  cluster bus", "%d PUBLISH and %d SPUBLISH messages between nodes", r.ClusterBusPublish, r.ClusterBusPublishShard)
+	}
+}
+
+func busRows(row func(k, format string, args ...any), b *BusResult) {
+	if b.Error != "" {
+		row("bus messages", "not read: %s", b.Error)
+		return
+	}
+	row("bus messages", "%d received from Redis, %d needed by local subscribers: %.3f per needed", b.Received, b.Followed, b.PerFollowed)
+	if len(b.Targets) > 1 {
+		for _, t := range b.Targets {
+			row("  "+t.Target, "%d received, %d needed: %.3f", t.Received, t.Followed, t.PerFollowed)
+		}
+	}
 }
 
 func latencyText(l Latency) string {

@@ -129,9 +129,10 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 		return n
 	}
 
-	watch := newProcWatch(cfg.PIDs)
-	watch.start()
-	cpu0 := selfCPU()
+	m, err := b.startMeasuring(ctx, true)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	p.phase("publishing")
 	stop := make(chan struct{})
@@ -141,16 +142,18 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	published := time.Now()
 
 	p.phase("draining")
-	deadline := time.Now().Add(cfg.Drain)
-	for b.delivered.Load() < expected() && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
+	b.awaitDeliveries(ctx, expected, cfg.Drain)
 	end := time.Now()
-	res.Processes, res.Machine = watch.finish()
-	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
+	m.finish(ctx, res, "webhook", b.published.Load())
 	res.Connections.OpenAtEnd = int(b.open.Load())
 	p.phase("closing")
 	closeAll(socks)
+	// Every reader and every webhook has returned: the transcripts that
+	// came before their webhook's answer can be timed now.
+	for _, s := range socks {
+		s.settle()
+	}
+	b.webhookStages(cs)
 
 	res.PublishSeconds = round3(published.Sub(start).Seconds())
 	res.Seconds = round3(end.Sub(start).Seconds())
@@ -175,12 +178,50 @@ func (b *bench) runEvents(ctx context.Context, p *progress) (*Result, error) {
 	d.Reordered = b.reordered.Load()
 	d.PerSecond = perSecond(d.Delivered, end.Sub(start))
 	d.Latency = b.latencyH.Summary()
+	d.FromHTTPStart = b.fromStartH.Summary()
+	d.Stages = stages(&b.fromStartH, []namedHist{
+		{"http start -> publish", &b.startToPublishH},
+		{"publish -> socket read", &b.latencyH},
+	})
+	d.Untimed = b.untimed.Load()
+	d.StatusEvents = b.statuses.Load()
 	res.Deliveries = d
 	res.Connections.Subscribed = len(socks)
 	if total := res.totalCPU(); total > 0 && d.Delivered > 0 {
 		res.CPUMicrosPerDelivery = round3(total * 1e6 / float64(d.Delivered))
 	}
 	return res, nil
+}
+
+// delivery wakes awaitDeliveries after a delivery was counted. The check
+// of draining comes after the count, and awaitDeliveries sets draining
+// before it reads the count: one of the two sees the other.
+func (b *bench) delivery() {
+	if b.draining.Load() {
+		select {
+		case b.deliveredSignal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// awaitDeliveries waits until the subscribers have received the expected
+// number of events, for at most drain: what has not arrived by then
+// counts as lost.
+func (b *bench) awaitDeliveries(ctx context.Context, expected func() int64, drain time.Duration) {
+	b.draining.Store(true)
+	defer b.draining.Store(false)
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	for b.delivered.Load() < expected() {
+		select {
+		case <-b.deliveredSignal:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // runIdle opens sockets each subscribed to its own call and holds them.
@@ -195,9 +236,10 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 	// the growth is the sockets' and subscriptions' own. The API's
 	// keep-alive connections are not part of it.
 	b.http.CloseIdleConnections()
-	watch := newProcWatch(cfg.PIDs)
-	watch.start()
-	cpu0 := selfCPU()
+	m, err := b.startMeasuring(ctx, false)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	p.phase(fmt.Sprintf("connecting %d sockets", len(cs)))
 	socks := b.connect(ctx, len(cs), func(i int) *callState { return cs[i] })
@@ -219,8 +261,7 @@ func (b *bench) runIdle(ctx context.Context, p *progress) (*Result, error) {
 			open++
 		}
 	}
-	res.Processes, res.Machine = watch.finish()
-	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
+	m.finish(ctx, res, "", 0)
 	res.Seconds = round3(time.Since(start).Seconds())
 	res.Connections.Subscribed = len(socks)
 	res.Connections.OpenAtEnd = open
@@ -259,9 +300,10 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	// A pair is two frames; each socket stays at 90% of the gateway's
 	// frame rate limit.
 	perSocket := rate.Limit(cfg.FrameRate * 0.9 / 2)
-	watch := newProcWatch(cfg.PIDs)
-	watch.start()
-	cpu0 := selfCPU()
+	m, err := b.startMeasuring(ctx, false)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	p.phase("churning")
 	cctx, ccancel := context.WithTimeout(ctx, cfg.Duration)
@@ -305,11 +347,10 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	res.Processes, res.Machine = watch.finish()
-	res.BenchCPUSeconds = round3((selfCPU() - cpu0).Seconds())
+	pairs := b.pairs.Load()
+	m.finish(ctx, res, "pair", pairs)
 	res.Seconds = round3(elapsed.Seconds())
 	res.Connections.OpenAtEnd = int(b.open.Load())
-	pairs := b.pairs.Load()
 	res.Churn = &Churn{
 		Pairs:       pairs,
 		PerSecond:   perSecond(pairs, elapsed),
@@ -321,6 +362,48 @@ func (b *bench) runChurn(ctx context.Context, p *progress) (*Result, error) {
 	}
 	p.phase("closing")
 	return res, nil
+}
+
+// measuring samples what a run measures besides its clients, over its
+// measured phase: the --pids processes and the machine, this process's
+// CPU time, the Redis of --redis, and the gateways' bus counters.
+type measuring struct {
+	proc  *procWatch
+	redis *redisWatch
+	bus   *busWatch
+	cpu0  time.Duration
+}
+
+// startMeasuring takes the first samples; bus says whether to read the
+// gateways' bus counters.
+func (b *bench) startMeasuring(ctx context.Context, bus bool) (*measuring, error) {
+	m := &measuring{proc: newProcWatch(b.cfg.PIDs)}
+	if b.cfg.Redis != "" {
+		w, err := startRedisWatch(ctx, b.cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errSetup, err)
+		}
+		m.redis = w
+	}
+	if bus {
+		m.bus = b.startBusWatch()
+	}
+	m.proc.start()
+	m.cpu0 = selfCPU()
+	return m, nil
+}
+
+// finish takes the last samples into res; Redis's CPU time is divided by
+// n units (webhooks or pairs).
+func (m *measuring) finish(ctx context.Context, res *Result, unit string, n int64) {
+	res.Processes, res.Machine = m.proc.finish()
+	res.BenchCPUSeconds = round3((selfCPU() - m.cpu0).Seconds())
+	if m.redis != nil {
+		res.Redis = m.redis.finish(ctx, unit, n)
+	}
+	if m.bus != nil {
+		res.Bus = m.bus.finish()
+	}
 }
 
 func perSecond(n int64, d time.Duration) float64 {

@@ -47,6 +47,9 @@ type sock struct {
 	// since.
 	last int64
 	gaps []idRange
+	// pending are the transcripts received before their webhook's
+	// answer, to time once the run has ended (settle).
+	pending []pendingFrame
 }
 
 // idRange is the event ids lo..hi, inclusive.
@@ -256,33 +259,43 @@ func (s *sock) handle(f []byte, now time.Time) {
 	}
 }
 
-// eventFields reads an event frame's event_id, event and publish time,
-// without decoding it when it is laid out as the gateway sends it;
-// anything else is decoded in full.
-func eventFields(f []byte) (id int64, event string, published time.Time, err error) {
-	if id, _, ok := wire.Parse(f); ok {
+// eventFields reads an event frame's event_id, epoch, event and publish
+// time, without decoding it when it is laid out as the gateway sends it;
+// anything else is decoded in full. A frame without an epoch is of epoch
+// 0.
+func eventFields(f []byte) (id, epoch int64, event string, published time.Time, err error) {
+	if id, epoch, ok := wire.Parse(f); ok {
 		ev, ok := wire.EventName(f)
 		if ns := wire.PublishedAt(f); ok && ns != 0 {
-			return id, ev, time.Unix(0, ns), nil
+			return id, epoch, ev, time.Unix(0, ns), nil
 		}
 	}
 	var e struct {
 		EventID string    `json:"event_id"`
+		Epoch   string    `json:"epoch"`
 		Event   string    `json:"event"`
 		Time    time.Time `json:"time"`
 	}
 	if err = json.Unmarshal(f, &e); err != nil {
-		return 0, "", time.Time{}, err
+		return 0, 0, "", time.Time{}, err
 	}
-	id, err = strconv.ParseInt(e.EventID, 10, 64)
-	return id, e.Event, e.Time, err
+	if id, err = strconv.ParseInt(e.EventID, 10, 64); err != nil {
+		return 0, 0, "", time.Time{}, err
+	}
+	if e.Epoch != "" {
+		if epoch, err = strconv.ParseInt(e.Epoch, 10, 64); err != nil {
+			return 0, 0, "", time.Time{}, err
+		}
+	}
+	return id, epoch, e.Event, e.Time, nil
 }
 
 // event records one event frame: its latency when it is one of the
-// run's transcripts, and, for a socket that follows one call, whether
-// its event_id is a repeat or comes after a gap.
+// run's transcripts, from its publish time and from its webhook's start;
+// and, for a socket that follows one call, whether its event_id is a
+// repeat or comes after a gap.
 func (s *sock) event(f []byte, now time.Time) {
-	id, ev, published, err := eventFields(f)
+	id, epoch, ev, published, err := eventFields(f)
 	if err != nil || id <= 0 {
 		s.b.fail("bad event frame", "socket %d: %v: %.200s", s.n, err, f)
 		return
@@ -291,9 +304,19 @@ func (s *sock) event(f []byte, now time.Time) {
 		s.b.duplicated.Add(1)
 		return
 	}
-	if ev == "transcript" {
+	switch ev {
+	case "transcript":
 		s.b.delivered.Add(1)
 		s.b.latencyH.Record(now.Sub(published))
+		s.b.delivery()
+		if s.call != nil {
+			p := pendingFrame{id: id, epoch: epoch, received: now.UnixNano(), published: published.UnixNano()}
+			if !s.b.timeDelivery(s.call, p) {
+				s.pending = append(s.pending, p)
+			}
+		}
+	case "status":
+		s.b.statuses.Add(1)
 	}
 }
 

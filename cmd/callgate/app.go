@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +24,11 @@ import (
 	"github.com/callgate/callgate/internal/slots"
 	"github.com/callgate/callgate/pubsub"
 	"github.com/callgate/callgate/topics"
+	"github.com/callgate/callgate/viewer"
 )
+
+// viewerPath is where --viewer serves the live call viewer.
+const viewerPath = "/viewer/"
 
 // app is one running gateway instance: its Redis, bus, sockets and HTTP
 // server, wired together.
@@ -169,6 +174,27 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	e.GET("/readyz", a.ready)
 	for _, name := range cfg.Topics {
 		e.GET("/ws/"+name, echo.WrapHandler(a.gw.TopicHandler(name)))
+		e.GET("/sse/"+name, echo.WrapHandler(a.gw.TopicStreamHandler(name)))
+	}
+	// Server-Sent Events: one call by either identifier, or several as
+	// call parameters.
+	e.GET("/sse/calls", func(c echo.Context) error {
+		a.gw.ServeCallStream(c.Response(), c.Request())
+		return nil
+	})
+	e.GET("/sse/calls/:id", func(c echo.Context) error {
+		id, err := url.PathUnescape(c.Param("id"))
+		if err != nil {
+			return httpapi.Fail(c, http.StatusNotFound, "call_not_found", "no call has that call_sid or conversation_id")
+		}
+		a.gw.ServeCallStream(c.Response(), c.Request(), id)
+		return nil
+	})
+	if cfg.Viewer {
+		// A static page: it authenticates its sockets as any client does.
+		v := echo.WrapHandler(viewer.Handler(viewerPath))
+		e.Any(strings.TrimSuffix(viewerPath, "/"), v)
+		e.Any(viewerPath+"*", v)
 	}
 	api := e.Group("/api", httpapi.RequireAPIKey(cfg.APIKeys))
 	handler.Register(e, api)

@@ -34,11 +34,11 @@ func printDevBanner(w io.Writer, cfg config, a *app) {
  3. Post a live transcript event:
     curl -s -X POST http://%[4]s/webhooks/transcription \
       -d '{"call_sid":"EL_demo","event":{"type":"user_transcript","user_transcription_event":{"user_transcript":"Hello!","event_id":1}}}'
-==================================================================
+%[9]s==================================================================
 
 `, describeRedis(a), onOff(len(cfg.WebhookSecrets) > 0, "checked", "NOT checked"),
 		onOff(len(cfg.APIKeys) > 0, "required", "NOT required"), host,
-		socketAuth(cfg), a.addr(), reach(a.addr()), tailURL(host))
+		socketAuth(cfg), a.addr(), reach(a.addr()), tailURL(host), viewerLine(cfg, host))
 }
 
 // reach says who can reach an instance listening on addr.
@@ -57,6 +57,14 @@ func tailURL(host string) string {
 		return ""
 	}
 	return " --url ws://" + host
+}
+
+// viewerLine points to the live viewer, when it is served.
+func viewerLine(cfg config, host string) string {
+	if !cfg.Viewer {
+		return ""
+	}
+	return fmt.Sprintf("\n Watch it in a browser: http://%s%s?call=EL_demo\n", host, viewerPath)
 }
 
 // socketAuth says how sockets authenticate under cfg.

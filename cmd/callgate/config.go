@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +46,9 @@ type config struct {
 	Topics                 []string
 	MaxTopicBytes          int64
 	TopicOrgs              []string
+	// Viewer serves the live call viewer at /viewer/; on by default
+	// with --dev.
+	Viewer bool
 
 	DebugAddr             string
 	HTTPReadHeaderTimeout time.Duration
@@ -122,12 +127,9 @@ func envName(flagName string) string {
 	return "CALLGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// parseConfig reads flags from args and variables from getenv, and checks
-// the result.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	var c config
+// flagSet defines every flag, each setting its field of c.
+func flagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("callgate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: embedded Redis unless --redis-url is given; webhooks unsigned and API open unless secrets are given; text logs")
 	fs.StringVar(&c.Addr, "addr", ":8080", "listen address (with --dev the default is "+devAddr+": this machine only)")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "one Redis server, e.g. redis://:password@redis:6379/0 (this, --redis-cluster or --redis-sentinel is required without --dev)")
@@ -147,6 +149,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(listValue{&c.Topics}, "topics", "state topics served at /ws/<name> and /api/topics/<name>, comma-separated")
 	fs.Int64Var(&c.MaxTopicBytes, "max-topic-bytes", topics.DefaultMaxBytes, "largest topic state in bytes")
 	fs.Var(listValue{&c.TopicOrgs}, "topic-orgs", "topics readable only by tokens of one org, as topic=org, comma-separated")
+	fs.BoolVar(&c.Viewer, "viewer", false, "serve the live call viewer page at /viewer/ (on by default with --dev)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); keep it private")
 	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time to read a request's headers (slowloris)")
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", 2*time.Minute, "time to read a whole request, body included (post-call bodies are large)")
@@ -181,17 +184,34 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.CallCacheTTL, "call-cache-ttl", 2*time.Second, "how long live webhooks may reuse a call record of a call in progress read before; 0 reads it every time")
 	fs.DurationVar(&c.UnsubscribeLinger, "unsubscribe-linger", 2*time.Second, "how long the instance stays subscribed in Redis to a call no local client follows any more, so that clients coming back need no new SUBSCRIBE; 0 unsubscribes at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for sockets to close")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: callgate [flags]\n       callgate tail [flags] <call_sid or conversation_id>   (follow a call; callgate tail -h)\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
-		fs.PrintDefaults()
-	}
+	return fs
+}
+
+// helpHint ends the report of a command line that could not be parsed, in
+// place of the whole usage, which would push the error off the screen.
+const helpHint = "callgate -h lists every flag."
+
+// parseConfig reads flags from args and variables from getenv, and checks
+// the result. -h prints the usage to stderr and returns flag.ErrHelp.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flagSet(&c)
+	// Parse errors are returned, not printed, and a value that does not
+	// parse is reported with what was expected.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.VisitAll(func(f *flag.Flag) { f.Value = explained{f.Value} })
 
 	set := map[string]bool{}
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, stderr)
+			return c, err
+		}
+		return c, fmt.Errorf("%w\n%s", err, helpHint)
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q\n%s", fs.Arg(0), helpHint)
 	}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var envErr error
@@ -212,6 +232,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	// machine reaches it unless --addr (or CALLGATE_ADDR) says otherwise.
 	if c.Dev && !set["addr"] && getenv(envName("addr")) == "" {
 		c.Addr = devAddr
+	}
+	if c.Dev && !set["viewer"] && getenv(envName("viewer")) == "" {
+		c.Viewer = true
 	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
@@ -268,6 +291,62 @@ func (c config) validateRedis() []error {
 	return errs
 }
 
+// printUsage prints the usage of fs, whose values parseConfig wrapped.
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fs.VisitAll(func(f *flag.Flag) {
+		if e, ok := f.Value.(explained); ok {
+			f.Value = e.Value // PrintDefaults tells types apart by the value's type
+		}
+	})
+	fs.SetOutput(w)
+	fmt.Fprintf(w, "Usage: callgate [flags]\n       callgate tail [flags] <call_sid or conversation_id>   (follow a call; callgate tail -h)\n\nEvery flag can also be set by its environment variable, e.g. --redis-url by CALLGATE_REDIS_URL.\n\n")
+	fs.PrintDefaults()
+}
+
+// explained is a flag value whose parse error says what the value must
+// look like, instead of the flag package's "parse error".
+type explained struct{ flag.Value }
+
+func (e explained) Set(s string) error {
+	err := e.Value.Set(s)
+	if err == nil {
+		return nil
+	}
+	if want := expectedValue(e.Value); want != "" {
+		return errors.New("want " + want)
+	}
+	return err
+}
+
+// IsBoolFlag keeps boolean flags usable without a value.
+func (e explained) IsBoolFlag() bool {
+	b, ok := e.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// expectedValue describes the values v accepts; "" if its own error says
+// it.
+func expectedValue(v flag.Value) string {
+	if _, ok := v.(levelValue); ok {
+		return "debug, info, warn or error"
+	}
+	g, ok := v.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return "a duration with a unit, like 90s, 5m or 1h30m"
+	case bool:
+		return "true or false (or 1 or 0)"
+	case int, int64:
+		return "a whole number"
+	case float64:
+		return "a number, like 20 or 0.5"
+	}
+	return ""
+}
+
 // hasTokenVerifier reports whether client tokens can be verified.
 func (c config) hasTokenVerifier() bool {
 	return len(c.JWTSecrets) > 0 || c.JWTPublicKeyFile != "" || c.JWTJWKSURL != ""
@@ -300,8 +379,13 @@ func (c config) validate() error {
 		}
 	}
 	errs = append(errs, c.validateRedis()...)
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("--addr %q: want host:port or :port", c.Addr))
+	if err := checkAddr("addr", c.Addr); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DebugAddr != "" {
+		if err := checkAddr("debug-addr", c.DebugAddr); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " {}") {
 		errs = append(errs, fmt.Errorf("--redis-prefix %q: want a non-empty prefix without spaces or braces", c.RedisPrefix))
@@ -365,4 +449,45 @@ func (c config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkAddr checks the listen address of flag name: host:port or :port,
+// with a port from 0 to 65535 and a host that is an IP address or a host
+// name, so that a bad one is reported with the rest of the configuration
+// rather than when the listener starts.
+func checkAddr(name, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err == nil && host != "" && !validHost(host) {
+		err = errors.New("bad host")
+	}
+	if err != nil {
+		return fmt.Errorf("--%s %q: want host:port or :port, with an IP address or host name and a port from 0 to 65535", name, addr)
+	}
+	return nil
+}
+
+// validHost reports whether h is an IP address (an IPv6 one may carry a
+// zone) or a host name of dot-separated labels of letters, digits and
+// hyphens.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"io"
 	"net"
 	"strings"
@@ -64,6 +67,18 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{[]string{"--dev", "stray"}, nil, "unexpected argument"},
 		{[]string{"--dev", "--webhook-body-budget", "1048576"}, nil, "--webhook-body-budget (CALLGATE_WEBHOOK_BODY_BUDGET) must be at least --max-post-call-body"},
 		{[]string{"--dev"}, map[string]string{"CALLGATE_UNSUBSCRIBE_LINGER": "-1s"}, "--unsubscribe-linger (CALLGATE_UNSUBSCRIBE_LINGER) must not be negative"},
+		{[]string{"--dev", "--addr", "127.0.0.1:99999"}, nil, "a port from 0 to 65535"},
+		{[]string{"--dev", "--addr", "127.0.0.1:http"}, nil, "--addr"},
+		{[]string{"--dev", "--addr", "127.0.0.1:"}, nil, "--addr"},
+		{[]string{"--dev", "--addr", "exa mple.com:80"}, nil, "--addr"},
+		{[]string{"--dev", "--addr", "-bad-:80"}, nil, "--addr"},
+		{[]string{"--dev", "--debug-addr", "localhost:70000"}, nil, "--debug-addr"},
+		{[]string{"--dev"}, map[string]string{"CALLGATE_PONG_WAIT": "60"}, `CALLGATE_PONG_WAIT="60": want a duration with a unit, like 90s`},
+		{[]string{"--dev", "--call-ttl", "7d"}, nil, `invalid value "7d" for flag -call-ttl: want a duration with a unit`},
+		{[]string{"--dev", "--send-queue", "many"}, nil, "want a whole number"},
+		{[]string{"--dev", "--max-frame-rate", "fast"}, nil, "want a number"},
+		{[]string{"--dev=maybe"}, nil, "want true or false"},
+		{[]string{"--dev", "--log-level", "loud"}, nil, "want debug, info, warn or error"},
 	} {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -138,5 +153,37 @@ func TestDevListensOnLoopback(t *testing.T) {
 	printDevBanner(&banner, cfg, a)
 	if want := "Listening on " + a.addr() + ": this machine only"; !strings.Contains(banner.String(), want) {
 		t.Errorf("banner does not say %q:\n%s", want, banner.String())
+	}
+}
+
+func TestConfigAcceptsListenAddresses(t *testing.T) {
+	for _, addr := range []string{":8080", ":0", "127.0.0.1:65535", "[::1]:80", "[fe80::1%eth0]:80", "localhost:1", "gw-1.internal.example.com.:8080"} {
+		if _, err := parseConfig([]string{"--dev", "--addr", addr, "--debug-addr", addr}, env(nil), io.Discard); err != nil {
+			t.Errorf("--addr %s: %v", addr, err)
+		}
+	}
+}
+
+// TestBadFlagIsReportedShortly: a flag that does not parse is reported
+// with a pointer to -h, not drowned in the whole usage; -h prints it.
+func TestBadFlagIsReportedShortly(t *testing.T) {
+	for _, args := range [][]string{{"--nope"}, {"--pong-wait", "60"}, {"--dev", "stray"}} {
+		var out bytes.Buffer
+		_, err := parseConfig(args, env(nil), &out)
+		if err == nil || !strings.HasSuffix(err.Error(), "\n"+helpHint) || strings.Count(err.Error(), "\n") != 1 {
+			t.Errorf("%v: error %q, want one line and %q", args, err, helpHint)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%v: printed %q besides the error", args, out.String())
+		}
+	}
+	var out bytes.Buffer
+	if _, err := parseConfig([]string{"-h"}, env(nil), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, want := range []string{"Usage: callgate", "  -pong-wait duration\n", `(default ":8080")`, "  -dev\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-h output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

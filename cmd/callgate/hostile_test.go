@@ -18,6 +18,7 @@ import (
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/gateway"
 	"github.com/callgate/callgate/internal/redistest"
+	"github.com/callgate/callgate/internal/ssetest"
 	"github.com/callgate/callgate/internal/wstest"
 )
 
@@ -88,8 +89,7 @@ func TestHostileInput(t *testing.T) {
 	published := 0
 	publish := func() {
 		published++
-		ev := json.RawMessage(fmt.Sprintf(`{"type":"interruption","interruption_event":{"event_id":%d}}`, published))
-		in.mustPublish("/webhooks/transcription", liveBody("call_sid", "EL_acme", ev))
+		in.mustPublish("/webhooks/transcription", interruption("EL_acme", published))
 	}
 
 	// Tokens refused at the handshake.
@@ -326,5 +326,85 @@ func TestOrgSetLaterHidesTheCall(t *testing.T) {
 	mine, _, _ := in.dialWith(token(t, "owner", "acme"))
 	if f := mine.MustSubscribe("y", "conv_late"); !strings.Contains(string(f.Call), `"org":"acme"`) {
 		t.Errorf("owner's subscribe: %s", f.Raw)
+	}
+}
+
+// TestHostileStreamInput sends hostile stream requests: bad tokens in the
+// query and the cookie, other orgs, odd call ids and positions, too many
+// calls, too many streams. Each gets its documented refusal before any
+// stream starts, and a bystander's stream loses nothing meanwhile.
+func TestHostileStreamInput(t *testing.T) {
+	srv := redistest.Start(t)
+	in := secureInstance(t, srv, redistest.Prefix(t))
+	in.saveCall(calls.Update{CallSID: "EL_acme", ConversationID: "conv_acme", Org: "acme", Status: calls.StatusInProgress})
+	by := ssetest.Dial(t, in.url+"/sse/calls/conv_acme?since=0&token="+token(t, "bystander", "acme"), nil)
+	by.Expect("welcome")
+	by.Expect("subscribed")
+	published := 0
+	publish := func() {
+		published++
+		in.mustPublish("/webhooks/transcription", interruption("EL_acme", published))
+	}
+	acme := "token=" + token(t, "u", "acme")
+	calls101 := make([]string, 101)
+	for i := range calls101 {
+		calls101[i] = "call=EL_x" + strconv.Itoa(i)
+	}
+	for _, tc := range []struct {
+		name   string
+		path   string
+		header http.Header
+		status int
+		code   string
+	}{
+		{"no token", "/sse/calls/EL_acme", nil, 401, "token_required"},
+		{"expired token", "/sse/calls/EL_acme?token=" + token(t, "u", "acme", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() }), nil, 401, "invalid_token"},
+		{"wrong audience", "/sse/calls/EL_acme?token=" + token(t, "u", "acme", func(c jwt.MapClaims) { c["aud"] = "x" }), nil, 401, "invalid_token"},
+		{"garbage token", "/sse/calls/EL_acme?token=%00%FF", nil, 401, "invalid_token"},
+		{"garbage cookie", "/sse/calls/EL_acme", http.Header{"Cookie": {"callgate_token=abc.def.ghi"}}, 401, "invalid_token"},
+		{"other org", "/sse/calls/EL_acme?token=" + token(t, "u", "globex"), nil, 404, "call_not_found"},
+		{"other org by conversation", "/sse/calls/conv_acme?token=" + token(t, "u", "globex"), nil, 404, "call_not_found"},
+		{"unknown call", "/sse/calls/EL_nope?" + acme, nil, 404, "call_not_found"},
+		{"huge call id", "/sse/calls/" + strings.Repeat("A", 6000) + "?" + acme, nil, 404, "call_not_found"},
+		{"NUL and invalid UTF-8 in the id", "/sse/calls/%00%FF%FE?" + acme, nil, 404, "call_not_found"},
+		{"traversal in the id", "/sse/calls/..%2F..%2Fapi%2Fcalls?" + acme, nil, 404, "call_not_found"},
+		{"blank call", "/sse/calls?call=%20&" + acme, nil, 400, "missing_field"},
+		{"too many calls", "/sse/calls?" + strings.Join(calls101, "&") + "&" + acme, nil, 400, "too_many_subscriptions"},
+		{"huge Last-Event-ID", "/sse/calls/EL_acme?" + acme, http.Header{"Last-Event-ID": {strings.Repeat("9", 100000)}}, 400, "invalid_since"},
+		{"Last-Event-ID of another stream", "/sse/calls/EL_acme?" + acme, http.Header{"Last-Event-ID": {"1-1,1-2"}}, 400, "invalid_since"},
+		{"signed Last-Event-ID", "/sse/calls/EL_acme?" + acme, http.Header{"Last-Event-ID": {"+1"}}, 400, "invalid_since"},
+		{"Arabic digits", "/sse/calls/EL_acme?" + acme, http.Header{"Last-Event-ID": {"١-٢"}}, 400, "invalid_since"},
+		{"dash only", "/sse/calls/EL_acme?since=-&" + acme, nil, 400, "invalid_since"},
+		{"epoch overflows", "/sse/calls/EL_acme?since=1&epoch=99999999999999999999&" + acme, nil, 400, "invalid_since"},
+	} {
+		status, code := ssetest.Refused(t, in.url+tc.path, tc.header)
+		if status != tc.status || code != tc.code {
+			t.Errorf("%s: %d %s, want %d %s", tc.name, status, code, tc.status, tc.code)
+		}
+		publish()
+	}
+	// Unknown topics and other methods are no routes.
+	if status, out := in.do(http.MethodGet, "/sse/nope", nil, nil); status != 404 || out["code"] != "not_found" {
+		t.Errorf("unknown topic: %d %v", status, out)
+	}
+	if status, out := in.do(http.MethodPost, "/sse/calls/EL_acme", nil, nil); status != 405 || out["code"] != "method_not_allowed" {
+		t.Errorf("POST: %d %v", status, out)
+	}
+	// Per-user streams: the fourth of one user is refused.
+	heavy := "token=" + token(t, "heavy", "acme")
+	for range 3 {
+		s := ssetest.Dial(t, in.url+"/sse/calls/EL_acme?"+heavy, nil)
+		s.Expect("welcome")
+	}
+	if status, code := ssetest.Refused(t, in.url+"/sse/calls/EL_acme?"+heavy, nil); status != 429 || code != "too_many_connections" {
+		t.Errorf("fourth stream of one user: %d %s", status, code)
+	}
+	publish()
+
+	// The bystander has every event, once, in order: the status first.
+	for n := 1; n <= published+1; n++ {
+		if ev := by.Next(); ev.Frame.EventID != strconv.Itoa(n) {
+			t.Fatalf("bystander: got %s, want event %d", ev.Data, n)
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/callgate/callgate/gateway"
 )
 
 // metrics is one instance's Prometheus registry. Each instance has its own
@@ -34,6 +36,15 @@ func newMetrics(a *app) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	// One series per transport: WebSockets, and Server-Sent Events
+	// streams.
+	connections := func(transport string, f func(gateway.Stats) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "callgate_connections",
+			Help:        "Open client connections, by transport: websocket or sse (Server-Sent Events).",
+			ConstLabels: prometheus.Labels{"transport": transport},
+		}, func() float64 { return float64(f(a.gw.Stats())) })
+	}
 	counter := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
 	}
@@ -41,8 +52,8 @@ func newMetrics(a *app) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.webhooks, m.latency,
-		gauge("callgate_connections", "Open WebSocket connections.",
-			func() float64 { return float64(a.gw.Stats().Connections) }),
+		connections("websocket", func(s gateway.Stats) int64 { return s.Connections - s.Streams }),
+		connections("sse", func(s gateway.Stats) int64 { return s.Streams }),
 		gauge("callgate_subscriptions", "Call subscriptions of open connections.",
 			func() float64 { return float64(a.gw.Stats().Subscriptions) }),
 		gauge("callgate_redis_channels", "Redis channels this instance is subscribed to.",
@@ -61,6 +72,10 @@ func newMetrics(a *app) *metrics {
 			func() float64 { return float64(a.calls.WebhooksBusy()) }),
 		counter("callgate_redis_reconnects_total", "Times the Redis subscriber connection was restored after a failure.",
 			func() float64 { return float64(a.bus.Reconnects()) }),
+		counter("callgate_bus_messages_total", "Messages received from Redis Pub/Sub: call events and topic states.",
+			func() float64 { return float64(a.gw.Stats().BusMessages) }),
+		counter("callgate_bus_messages_followed_total", "Messages received from Redis Pub/Sub on a channel that a local connection followed; the total divided by this is how many messages the instance received for each one it needed.",
+			func() float64 { return float64(a.gw.Stats().BusFollowed) }),
 	)
 	return m
 }

@@ -76,18 +76,21 @@ func TestMetricsMatchWhatHappened(t *testing.T) {
 
 	m := in.scrape()
 	want := map[string]float64{
-		"callgate_connections":            3,
-		"callgate_subscriptions":          4,
-		"callgate_redis_channels":         2,
-		"callgate_events_published_total": 4,
-		"callgate_events_delivered_total": 12,
-		"callgate_events_dropped_total":   0,
+		`callgate_connections{transport="websocket"}`:                                    3,
+		`callgate_connections{transport="sse"}`:                                          0,
+		"callgate_subscriptions":                                                         4,
+		"callgate_redis_channels":                                                        2,
+		"callgate_events_published_total":                                                4,
+		"callgate_events_delivered_total":                                                12,
+		"callgate_events_dropped_total":                                                  0,
 		`callgate_webhook_requests_total{code="200",endpoint="/webhooks/transcription"}`: 4,
 		`callgate_webhook_requests_total{code="401",endpoint="/webhooks/transcription"}`: 1,
 		`callgate_webhook_requests_total{code="200",endpoint="/webhooks/elevenlabs"}`:    1,
 		"callgate_publish_to_socket_seconds_count":                                       12,
 		"callgate_send_queue_overflows_total":                                            0,
 		"callgate_redis_reconnects_total":                                                0,
+		"callgate_bus_messages_total":                                                    4,
+		"callgate_bus_messages_followed_total":                                           4,
 	}
 	for name, v := range want {
 		if got, ok := m[name]; !ok || got != v {
@@ -109,12 +112,12 @@ func TestMetricsMatchWhatHappened(t *testing.T) {
 	c.Conn.Close()
 	for deadline := 0; ; deadline++ {
 		m = in.scrape()
-		if m["callgate_connections"] == 2 && m["callgate_subscriptions"] == 2 && m["callgate_redis_channels"] == 1 {
+		if m[`callgate_connections{transport="websocket"}`] == 2 && m["callgate_subscriptions"] == 2 && m["callgate_redis_channels"] == 1 {
 			break
 		}
 		if deadline == 500 {
 			t.Fatalf("after close: connections %v, subscriptions %v, channels %v; want 2, 2, 1",
-				m["callgate_connections"], m["callgate_subscriptions"], m["callgate_redis_channels"])
+				m[`callgate_connections{transport="websocket"}`], m["callgate_subscriptions"], m["callgate_redis_channels"])
 		}
 		time.Sleep(10 * time.Millisecond) // polling: a socket close has no notification to wait on
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/internal/redistest"
@@ -280,5 +281,51 @@ func TestStatusFirstUnderConcurrentFirstEvents(t *testing.T) {
 		if first.Event != "status" || first.EventID != "1" {
 			t.Fatalf("%s: first event %s %s", sid, first.EventID, first.Event)
 		}
+	}
+}
+
+// TestHalfMadeLinkIsRepaired: linking a conversation writes its link, then
+// the call's record, two keys in different slots on a cluster. An instance
+// that dies between the two leaves a link whose call does not point back:
+// lookups ignore it, the same call completes it at once, and another call
+// takes it over once it is older than the grace period (before that the
+// sender is told to retry: 503).
+func TestHalfMadeLinkIsRepaired(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	prefix := redistest.Prefix(t)
+	in := startInstance(t, srv, prefix, "a")
+	ctx := context.Background()
+	in.saveCall(calls.Update{CallSID: "EL_dead"})
+	in.saveCall(calls.Update{CallSID: "EL_other"})
+	link := prefix + ":conv:conv_half"
+	// The first step of a link EL_dead's instance made just before dying.
+	if err := rdb.Set(ctx, link, "EL_dead", 7*24*time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if status, out := in.do(http.MethodGet, "/api/calls/conv_half", nil, apiHeader()); status != http.StatusNotFound {
+		t.Fatalf("lookup by a half-made link: %d %v", status, out)
+	}
+	body, _ := json.Marshal(calls.Update{CallSID: "EL_other", ConversationID: "conv_half"})
+	if status, out := in.do(http.MethodPost, "/api/calls", body, apiHeader()); status != http.StatusServiceUnavailable || out["code"] != "unavailable" {
+		t.Fatalf("another call while the link is young: %d %v", status, out)
+	}
+	// Older than the grace period: taken over.
+	if err := rdb.Set(ctx, link, "EL_dead", 7*24*time.Hour-time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	out := in.saveCall(calls.Update{CallSID: "EL_other", ConversationID: "conv_half"})
+	if out["conversation_id"] != "conv_half" {
+		t.Fatalf("take over: %v", out)
+	}
+	if status, got := in.do(http.MethodGet, "/api/calls/conv_half", nil, apiHeader()); status != http.StatusOK || got["call_sid"] != "EL_other" {
+		t.Fatalf("lookup after the take over: %d %v", status, got)
+	}
+	// The same call retrying completes its own half-made link at once.
+	if err := rdb.Set(ctx, prefix+":conv:conv_mine", "EL_dead", 7*24*time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if out := in.saveCall(calls.Update{CallSID: "EL_dead", ConversationID: "conv_mine"}); out["conversation_id"] != "conv_mine" {
+		t.Fatalf("the same call again: %v", out)
 	}
 }

@@ -1,6 +1,7 @@
 // A client for the callgate WebSocket gateway. It follows calls and state
 // topics, and keeps following them across reconnects, instance restarts
-// and token expiry without losing an event or delivering one twice.
+// and token expiry without losing an event or delivering one twice; over
+// Server-Sent Events where a WebSocket cannot be opened.
 //
 // This file is the whole runtime: it imports nothing, so the built
 // dist/index.js can be served to a page as one ES module.
@@ -50,6 +51,18 @@ export interface WebSocketLike {
 /** A WebSocket class: the browser's, Node 22's global one, or `WebSocket` from the `ws` package. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/** The part of the standard EventSource API the client uses. */
+export interface EventSourceLike {
+  close(): void;
+  addEventListener(type: string, listener: (event: { data?: unknown }) => void): void;
+}
+
+/** An EventSource class: the browser's, or one for Node (the `eventsource` package's). */
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
+/** How the client reaches the gateway: WebSockets, or Server-Sent Events streams. */
+export type Transport = "websocket" | "sse";
+
 /**
  * Why getToken is called: `connect` for a new connection (only when no
  * token is at hand or it is about to expire), `expiring` after the
@@ -78,6 +91,21 @@ export interface ConnectOptions {
   getToken?: (reason: TokenReason) => string | Promise<string>;
   /** The WebSocket class; default `globalThis.WebSocket` (Node 20 has none: pass `ws`'s). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * `websocket`, `sse` (Server-Sent Events: for networks whose proxies break
+   * WebSockets; the client only listens, so the calls it follows share one
+   * stream, reopened from each call's position when the set of calls
+   * changes, and the token goes in the URL, as EventSource sets no
+   * headers), or `auto` (the default): WebSockets, and SSE from then on
+   * once `sseAfter` connection attempts in a row failed before the
+   * gateway's welcome, or at once where there is an EventSource and no
+   * WebSocket.
+   */
+  transport?: "auto" | Transport;
+  /** With `auto`: WebSocket attempts in a row that fail before the welcome, before falling back to SSE. Default 3. */
+  sseAfter?: number;
+  /** The EventSource class for SSE; default `globalThis.EventSource` (Node 20 has none: pass the `eventsource` package's). */
+  EventSource?: EventSourceConstructor;
   /** Reconnect backoff: attempt n waits a random time in [0, min(maxMs, baseMs·2ⁿ)]. */
   reconnect?: {
     /** Default 500. */
@@ -110,9 +138,10 @@ export interface ConnectOptions {
  * socket, or the topic's name.
  */
 export type ConnectionEvent =
-  | { type: "connecting"; socket: string; url: string; attempt: number }
+  /** url has no token, even when the stream carries one. */
+  | { type: "connecting"; socket: string; url: string; attempt: number; transport: Transport }
   /** The gateway's welcome: the socket is up (and authenticated, if a token was sent). */
-  | { type: "open"; socket: string; instanceId: string | undefined; connectionId: string; user: string }
+  | { type: "open"; socket: string; instanceId: string | undefined; connectionId: string; user: string; transport: Transport }
   /** The gateway accepted a token, the first or a refreshed one. */
   | { type: "authenticated"; socket: string; user: string; expiresAt: string | undefined }
   /** The socket closed. retryInMs: when it reconnects; undefined if it will not. */
@@ -306,6 +335,39 @@ interface LinkOwner {
   frame(frame: ServerFrame): void;
   /** The socket closed; error is set when it will not reconnect. */
   closed(error?: CallgateError): void;
+  /** The client fell back to SSE: replace the socket with a stream. */
+  switchToStream(): void;
+}
+
+/** A connection kept up to the gateway: a socket (Link) or a stream (StreamLink). */
+interface Channel {
+  readonly state: "connecting" | "open" | "waiting" | "closed";
+  /** Queues a frame; false when it cannot be sent now (or ever, on a stream). */
+  send(frame: object): boolean;
+  /** The set of calls followed changed: a stream reopens with the new set. */
+  changed(): void;
+  close(): void;
+}
+
+/**
+ * backoffDelay is the wait before reconnecting after the nth failure in a
+ * row. Full jitter: a random time up to min(max, base·2ⁿ). The first
+ * reconnect after a working connection closed with 1001, 4008, 4001 or
+ * 4002 is immediate; 4029, 4030 and 1013 wait at least base, and up to
+ * 8·base or more.
+ */
+function backoffDelay(settings: Settings, n: number, action: CloseAction): number {
+  const { reconnectBaseMs: base, reconnectMaxMs: cap } = settings;
+  const full = (k: number) => Math.random() * Math.min(cap, base * 2 ** k);
+  switch (action) {
+    case "now":
+    case "token":
+      return n === 0 ? 0 : full(n);
+    case "slow":
+      return Math.min(cap, base + full(Math.max(n, 3)));
+    default:
+      return full(n);
+  }
 }
 
 /**
@@ -313,9 +375,11 @@ interface LinkOwner {
  * authenticates, paces what it sends, checks liveness with pings and
  * reconnects after every close, as the close code says.
  */
-class Link {
+class Link implements Channel {
   state: "connecting" | "open" | "waiting" | "closed" = "connecting";
   private ws: WebSocketLike | undefined;
+  /** The current socket got its welcome. */
+  private welcomed = false;
   /** Connection attempts, for the URL. */
   private attempts = 0;
   /** Failed attempts since the last welcome, for the backoff. */
@@ -352,6 +416,9 @@ class Link {
     return true;
   }
 
+  /** A socket's subscriptions are frames: nothing to do. */
+  changed(): void {}
+
   /** Closes the socket for good. */
   close(): void {
     this.state = "closed";
@@ -380,10 +447,11 @@ class Link {
       return;
     }
     if (this.state !== "connecting") return; // closed meanwhile
-    this.client.emit({ type: "connecting", socket: this.name, url, attempt });
+    this.welcomed = false;
+    this.client.emit({ type: "connecting", socket: this.name, url, attempt, transport: "websocket" });
     let ws: WebSocketLike;
     try {
-      ws = new this.client.settings.WebSocket(url);
+      ws = new (this.client.settings.WebSocket as WebSocketConstructor)(url);
     } catch (err) {
       this.lost(1006, messageOf(err)); // e.g. a URL the WebSocket refuses; retried with backoff
       return;
@@ -428,8 +496,10 @@ class Link {
     switch (f.type) {
       case "welcome":
         this.failures = 0;
+        this.welcomed = true;
+        this.client.socketWelcomed();
         this.tokenReason = "connect";
-        this.client.emit(openEvent(this.name, f));
+        this.client.emit(openEvent(this.name, f, "websocket"));
         return;
       case "authenticated":
         this.client.emit({ type: "authenticated", socket: this.name, user: f.user, expiresAt: f.expires_at });
@@ -480,6 +550,14 @@ class Link {
       this.rate = Math.max(1, this.rate / 2);
       this.burst = Math.max(1, Math.floor(this.burst / 2));
     }
+    if (!this.welcomed && action !== "stop" && this.client.socketFailed()) {
+      // WebSockets do not get through here: streams from now on.
+      this.state = "closed";
+      this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: 0 });
+      this.owner.closed();
+      this.owner.switchToStream();
+      return;
+    }
     if (action === "stop") {
       this.state = "closed";
       this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: undefined });
@@ -494,26 +572,9 @@ class Link {
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  /**
-   * backoff is the wait before the next attempt. Full jitter: a random
-   * time up to min(max, base·2ⁿ) for the nth failure in a row. The first
-   * reconnect after a working connection closed with 1001, 4008, 4001 or
-   * 4002 is immediate; 4029, 4030 and 1013 wait at least base, and up to
-   * 8·base or more.
-   */
+  /** backoff is the wait before the next attempt (see backoffDelay). */
   private backoff(action: CloseAction): number {
-    const { reconnectBaseMs: base, reconnectMaxMs: cap } = this.client.settings;
-    const n = this.failures++;
-    const full = (k: number) => Math.random() * Math.min(cap, base * 2 ** k);
-    switch (action) {
-      case "now":
-      case "token":
-        return n === 0 ? 0 : full(n);
-      case "slow":
-        return Math.min(cap, base + full(Math.max(n, 3)));
-      default:
-        return full(n);
-    }
+    return backoffDelay(this.client.settings, this.failures++, action);
   }
 
   /** Forgets the current socket and its timers. */
@@ -566,8 +627,184 @@ class Link {
   }
 }
 
-function openEvent(socket: string, f: WelcomeFrame): ConnectionEvent {
-  return { type: "open", socket, instanceId: f.instance_id, connectionId: f.connection_id, user: f.user };
+function openEvent(socket: string, f: WelcomeFrame, transport: Transport): ConnectionEvent {
+  return { type: "open", socket, instanceId: f.instance_id, connectionId: f.connection_id, user: f.user, transport };
+}
+
+/** The events a stream sends, by name; EventSource hands out only those listened to. */
+const STREAM_EVENTS = [
+  "welcome", "subscribed", "unsubscribed", "reset", "state", "token_expiring", "close",
+  "status", "transcript", "transcript_correction", "interruption", "completed", "failed", "audio_available",
+];
+
+/**
+ * StreamLink is one Server-Sent Events stream, kept up until closed. The
+ * client reconnects it itself rather than leaving that to EventSource, so
+ * that each new stream names the calls followed now, each from its
+ * position, with a token fetched as for a socket: after any end or
+ * error, the EventSource is closed and a new one opened, with the same
+ * backoff as a socket's.
+ */
+class StreamLink implements Channel {
+  state: "connecting" | "open" | "waiting" | "closed" = "connecting";
+  private es: EventSourceLike | undefined;
+  private attempts = 0;
+  private failures = 0;
+  private tokenReason: TokenReason = "connect";
+  private retryTimer: Timer | undefined;
+  private reopening = false;
+  /** Counts attempts begun and dropped: an attempt that waited for its URL or token gives up if another began since. */
+  private generation = 0;
+
+  /** target returns the stream's path and query (no token); undefined while there is nothing to follow. */
+  constructor(
+    private readonly client: ClientImpl,
+    readonly name: string,
+    private readonly target: () => string | undefined,
+    private readonly owner: LinkOwner,
+  ) {
+    void this.connect();
+  }
+
+  /** Nothing is sent on a stream: what it follows is in its URL. */
+  send(): boolean {
+    return false;
+  }
+
+  /** Reopens the stream with the calls followed now, once for all the changes of this turn. */
+  changed(): void {
+    if (this.reopening || this.state === "closed") return;
+    this.reopening = true;
+    queueMicrotask(() => {
+      this.reopening = false;
+      if (this.state === "closed") return;
+      this.drop();
+      void this.connect();
+    });
+  }
+
+  close(): void {
+    this.state = "closed";
+    this.drop();
+  }
+
+  private async connect(): Promise<void> {
+    this.state = "connecting";
+    const generation = ++this.generation;
+    const path = this.target();
+    if (path === undefined) {
+      this.state = "waiting"; // until changed
+      return;
+    }
+    const attempt = this.attempts++;
+    let url: string;
+    let token: string | undefined;
+    try {
+      url = streamUrl(await this.client.urlFor(attempt), path);
+      token = await this.client.token(this.tokenReason);
+    } catch (err) {
+      if (this.state !== "connecting" || generation !== this.generation) return;
+      const code = this.client.settings.getToken ? "token" : "connect";
+      this.client.report(new CallgateError(code, `${this.name}: cannot connect: ${messageOf(err)}`, { terminal: false }));
+      this.lost(1006, messageOf(err));
+      return;
+    }
+    if (this.state !== "connecting" || generation !== this.generation) return; // closed or reopened meanwhile
+    this.client.emit({ type: "connecting", socket: this.name, url, attempt, transport: "sse" });
+    const full = token === undefined ? url : `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+    let es: EventSourceLike;
+    try {
+      es = new (this.client.settings.EventSource as EventSourceConstructor)(full);
+    } catch (err) {
+      this.lost(1006, messageOf(err));
+      return;
+    }
+    this.es = es;
+    for (const name of STREAM_EVENTS) {
+      es.addEventListener(name, (ev) => es === this.es && this.received(ev.data));
+    }
+    // A refusal (its status is not shown), a lost connection, or the end
+    // of the body: reconnect ourselves.
+    es.addEventListener("error", () => es === this.es && this.lost(1006, "stream failed"));
+  }
+
+  private received(raw: unknown): void {
+    let f: ServerFrame | { type: "close"; code: number; reason: string };
+    try {
+      f = JSON.parse(String(raw)) as typeof f;
+    } catch {
+      return;
+    }
+    if (f === null || typeof f !== "object") return;
+    switch (f.type) {
+      case "welcome":
+        this.state = "open";
+        this.failures = 0;
+        this.tokenReason = "connect";
+        this.client.emit(openEvent(this.name, f, "sse"));
+        this.owner.opened();
+        return;
+      case "token_expiring":
+        // A stream's token cannot be refreshed: a new stream, with a
+        // fresh token, continues from the positions.
+        if (this.client.settings.getToken) {
+          this.tokenReason = "expiring";
+          this.changed();
+        }
+        return;
+      case "close":
+        this.lost(f.code, f.reason);
+        return;
+    }
+    this.owner.frame(f);
+  }
+
+  /** The stream ended: decide from the close code whether and when to open another. */
+  private lost(code: number, reason: string): void {
+    if (this.state === "closed") return;
+    this.drop();
+    // 4003 on a stream: a call was hidden from the token (its unsubscribed
+    // came first and ended it); the others go on.
+    let action = code === 4003 ? "now" : closeAction(code);
+    if (action === "token") {
+      if (this.client.settings.getToken) {
+        this.tokenReason = code === 4002 ? "expired" : "rejected";
+        this.client.forgetToken();
+      } else {
+        action = "stop";
+      }
+    }
+    if (action === "stop") {
+      this.state = "closed";
+      this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: undefined });
+      const why = reason ? `${code} ${reason}` : String(code);
+      this.owner.closed(new CallgateError("closed", `${this.name}: the gateway ended the stream (${why}); not reconnecting`, { terminal: true, closeCode: code }));
+      return;
+    }
+    const delay = backoffDelay(this.client.settings, this.failures++, action);
+    this.state = "waiting";
+    this.client.emit({ type: "closed", socket: this.name, code, reason, retryInMs: delay });
+    this.owner.closed();
+    this.retryTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  private drop(): void {
+    const es = this.es;
+    this.es = undefined;
+    this.generation++;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    try {
+      es?.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** streamUrl is the URL of the stream at path on the gateway at base. */
+function streamUrl(base: string, path: string): string {
+  return socketUrl(base, path).replace(/^ws(s?):/i, "http$1:");
 }
 
 /** socketUrl is the URL of the socket at path on the gateway at base. */
@@ -587,7 +824,9 @@ interface Settings {
   url: ConnectOptions["url"];
   token: string | undefined;
   getToken: ConnectOptions["getToken"];
-  WebSocket: WebSocketConstructor;
+  WebSocket: WebSocketConstructor | undefined;
+  EventSource: EventSourceConstructor | undefined;
+  sseAfter: number;
   reconnectBaseMs: number;
   reconnectMaxMs: number;
   pingIntervalMs: number;
@@ -600,7 +839,13 @@ class ClientImpl implements Client {
   readonly settings: Settings;
   private readonly onConnection: ConnectOptions["onConnection"];
   private readonly onError: ConnectOptions["onError"];
-  private calls: Link | undefined;
+  private calls: Channel | undefined;
+  /** The transport of new connections: websocket until the fallback. */
+  private transport: Transport;
+  /** WebSocket attempts in a row that failed before the welcome. */
+  private socketFailures = 0;
+  /** The calls of the current stream, in its URL's order, until each one's subscribed event. */
+  private streamOrder: CallSub[] = [];
   /** Followed calls, by the identifier they were subscribed with. */
   private readonly subs = new Map<string, CallSub>();
   /** Requests on the call socket awaiting their reply: the subscription of a subscribe, null for an unsubscribe. */
@@ -613,13 +858,21 @@ class ClientImpl implements Client {
 
   constructor(o: ConnectOptions) {
     const WS = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!WS) throw new TypeError("callgate: no WebSocket here; pass options.WebSocket (in Node 20, the ws package's)");
+    const ES = o.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
+    let transport = o.transport ?? "auto";
+    if (transport === "auto" && !WS && ES) transport = "sse";
+    if (transport === "sse" && !ES) throw new TypeError("callgate: no EventSource here; pass options.EventSource (in Node 20, the eventsource package's)");
+    if (transport !== "sse" && !WS) throw new TypeError("callgate: no WebSocket here; pass options.WebSocket (in Node 20, the ws package's)");
+    // auto falls back only where there is an EventSource.
+    this.transport = transport === "sse" ? "sse" : "websocket";
     if (typeof o.url !== "function" && (o.url.length === 0 || o.url[0] === "")) throw new TypeError("callgate: options.url is empty");
     this.settings = {
       url: o.url,
       token: o.token,
       getToken: o.getToken,
       WebSocket: WS,
+      EventSource: o.transport === "websocket" ? undefined : ES,
+      sseAfter: Math.max(1, Math.floor(positive(o.sseAfter, 3))),
       reconnectBaseMs: positive(o.reconnect?.baseMs, 500),
       reconnectMaxMs: positive(o.reconnect?.maxMs, 30000),
       pingIntervalMs: o.keepalive?.intervalMs ?? 25000,
@@ -647,6 +900,7 @@ class ClientImpl implements Client {
       this.request({ type: "unsubscribe", call: sub.call }, null);
     }
     this.end(sub);
+    this.calls?.changed();
   }
 
   topic(name: string, options: TopicOptions = {}): TopicSubscription {
@@ -675,15 +929,56 @@ class ClientImpl implements Client {
     const sub = new CallSub(this, call, options);
     this.subs.set(call, sub);
     if (this.calls === undefined) {
-      this.calls = new Link(this, "calls", CALLS_PATH, {
-        opened: () => this.resubscribeAll(),
-        frame: (f) => this.callFrame(f),
-        closed: (err) => this.callsClosed(err),
-      });
+      this.calls = this.openCalls();
     } else {
       this.sendSubscribe(sub);
+      this.calls.changed();
     }
     return sub;
+  }
+
+  /** openCalls opens the call socket, or the call stream after the fallback. */
+  private openCalls(): Channel {
+    const owner: LinkOwner = {
+      opened: () => this.resubscribeAll(),
+      frame: (f) => this.callFrame(f),
+      closed: (err) => this.callsClosed(err),
+      switchToStream: () => {
+        if (this.closed || this.calls === undefined) return;
+        this.calls = this.openCalls();
+      },
+    };
+    if (this.transport === "sse") return new StreamLink(this, "calls", () => this.callsStreamPath(), owner);
+    return new Link(this, "calls", CALLS_PATH, owner);
+  }
+
+  /** The call stream's path: every call followed, each from its position. */
+  private callsStreamPath(): string | undefined {
+    const subs = [...this.subs.values()].filter((s) => s.state !== "closed");
+    this.streamOrder = subs;
+    if (subs.length === 0) return undefined;
+    const q = new URLSearchParams();
+    for (const s of subs) q.append("call", s.call);
+    const since = subs.map((s) => (s.eventId === undefined ? "" : s.epoch !== undefined ? `${s.epoch}-${s.eventId}` : s.eventId));
+    if (since.some((p) => p !== "")) q.set("since", since.join(","));
+    return "/sse/calls?" + q.toString();
+  }
+
+  /** A WebSocket attempt failed before its welcome; true once the client falls back to streams. */
+  socketFailed(): boolean {
+    if (this.transport === "websocket" && this.settings.EventSource && ++this.socketFailures >= this.settings.sseAfter) {
+      this.transport = "sse";
+    }
+    return this.transport === "sse";
+  }
+
+  socketWelcomed(): void {
+    this.socketFailures = 0;
+  }
+
+  /** The transport of new connections. */
+  get currentTransport(): Transport {
+    return this.transport;
   }
 
   /** The URL for connection attempt n. */
@@ -783,7 +1078,9 @@ class ClientImpl implements Client {
         this.bySid(f.call_sid)?.reset(f);
         return;
       case "subscribed": {
-        const sub = this.reply(f.id);
+        // A stream's subscribed events carry no id: they come in the
+        // order of its URL.
+        const sub = f.id === undefined ? this.streamOrder.shift() : this.reply(f.id);
         if (!sub || sub.state === "closed") return;
         const other = this.bySid(f.call.call_sid);
         if (other && other !== sub) {
@@ -795,6 +1092,12 @@ class ClientImpl implements Client {
         return;
       }
       case "unsubscribed":
+        if (f.id === undefined && f.reason !== undefined) {
+          // The gateway ended it: the call is hidden from this token now.
+          const sub = this.bySid(f.call_sid);
+          if (sub) this.end(sub, new CallgateError(f.reason, `the gateway ended the subscription to ${f.call_sid} (${f.reason})`, { terminal: true, call: sub.call }));
+          return;
+        }
         this.reply(f.id);
         return;
       case "error":
@@ -894,11 +1197,20 @@ class CallSub implements Subscription {
     this.state = "active";
     this.retries = 0;
     this.callSid = f.call.call_sid;
-    if (f.recovered === false) this.rebase = true;
-    if (this.eventId === undefined) {
-      // Delivery starts after the call's last event: resume from there.
-      this.eventId = f.event_id ?? "0";
+    if (f.event_id !== undefined) {
+      // The events that follow continue after this position: the call's
+      // last event for a live start, the since of a resume, or where the
+      // store can go on from when it lost what this client had.
+      if (this.epoch !== undefined && f.epoch !== undefined && f.epoch !== this.epoch) this.past.add(this.epoch);
+      this.eventId = f.event_id;
       this.epoch = f.epoch;
+    } else {
+      // An older gateway: after recovered:false, take whatever comes next.
+      if (f.recovered === false) this.rebase = true;
+      if (this.eventId === undefined) {
+        this.eventId = "0";
+        this.epoch = f.epoch;
+      }
     }
     this.setRecord(f.call);
     safely(this.o.onSubscribed, f.call, f.recovered);
@@ -922,7 +1234,7 @@ class CallSub implements Subscription {
     if (this.state === "closed") return;
     if (this.epoch !== undefined && this.epoch !== f.epoch) this.past.add(this.epoch);
     this.epoch = f.epoch;
-    this.eventId = "0";
+    this.eventId = f.event_id ?? "0";
     this.rebase = false;
     this.lost("reset", f.epoch);
   }
@@ -1024,14 +1336,19 @@ class TopicSub implements TopicSubscription {
   version = 0;
   epoch = "0";
   data: unknown = null;
-  private readonly link: Link;
+  private link: Channel;
 
   constructor(
     private readonly client: ClientImpl,
     readonly name: string,
     private readonly o: TopicOptions,
   ) {
-    this.link = new Link(client, name, "/ws/" + encodeURIComponent(name), {
+    this.link = this.open();
+  }
+
+  /** open opens the topic's socket, or its stream after the fallback. */
+  private open(): Channel {
+    const owner: LinkOwner = {
       opened: () => {},
       frame: (f) => this.frame(f),
       closed: (err) => {
@@ -1039,7 +1356,13 @@ class TopicSub implements TopicSubscription {
         this.client.forgetTopic(this);
         safely(this.o.onError, err);
       },
-    });
+      switchToStream: () => {
+        if (this.link.state === "closed") this.link = this.open();
+      },
+    };
+    const path = "/" + encodeURIComponent(this.name);
+    if (this.client.currentTransport === "sse") return new StreamLink(this.client, this.name, () => "/sse" + path, owner);
+    return new Link(this.client, this.name, "/ws" + path, owner);
   }
 
   get state(): TopicSubscription["state"] {

@@ -127,17 +127,27 @@ export interface SubscribedFrame {
   call: CallRecord;
   /** Present when the subscribe had since or history: whether every event after it follows. */
   recovered?: boolean;
-  /** The call's current epoch; absent while it has no events (or from older gateways). */
+  /**
+   * The position the events that follow continue after: the call's last
+   * event for a subscribe without since, the since of a resume, or where
+   * the gateway's store can go on from when it lost what the client had
+   * ("0" and "0" before the call's first event). Absent from gateways that
+   * predate epochs.
+   */
   epoch?: string;
-  /** The call's last event_id at that moment; absent while it has none. */
   event_id?: string;
 }
 
-/** Sent when a followed call's numbering starts again in a new epoch. */
+/**
+ * Sent when a followed call's numbering went back (a new epoch, or the
+ * gateway's store lost its last events): the events that follow continue
+ * after (epoch, event_id); events received before may have been lost.
+ */
 export interface ResetFrame {
   type: "reset";
   call_sid: string;
   epoch: string;
+  event_id: string;
   recovered: false;
 }
 
@@ -157,7 +167,8 @@ export type ServerFrame =
   | ErrorFrame
   | CallEvent
   | TopicState
-  | { type: "unsubscribed"; id?: string; call_sid: string }
+  /** reason "forbidden" (no id): the gateway ended the subscription itself. */
+  | { type: "unsubscribed"; id?: string; call_sid: string; reason?: string }
   | { type: "pong"; id?: string }
   | { type: "authenticated"; user: string; expires_at?: string }
   | { type: "token_expiring"; expires_at: string };

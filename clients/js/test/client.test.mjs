@@ -111,7 +111,9 @@ test("resuming from an older epoch: the later epochs' events are delivered, the 
   let ws = await FakeSocket.nth(0);
   ws.open();
   assert.deepEqual({ ...ws.subscribeOf("CA1"), id: "" }, { type: "subscribe", call: "CA1", since: "5", epoch: "E1", id: "" });
-  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: false, epoch: "E2", event_id: "2" });
+  // The events that follow continue after the since: the rest of E1 the
+  // gateway still holds, then E2.
+  ws.push({ type: "subscribed", id: ws.subscribeOf("CA1").id, call: record(), recovered: false, epoch: "E1", event_id: "5" });
   ws.push(ev(6, "E1"), ev(1, "E2"), ev(2, "E2"), ev(7, "E1"));
   assert.deepEqual(log.events, ["E1:6", "E2:1", "E2:2"]);
   assert.equal(log.lost.length, 1);
