@@ -73,6 +73,7 @@ var contractScenarios = []struct {
 	{"topic socket", contractTopicSocket},
 	{"redis lost the call", contractReset},
 	{"streams", contractStreams},
+	{"viewer", contractViewer},
 }
 
 func TestContract(t *testing.T) {
@@ -134,6 +135,9 @@ func (in *instance) specCall(op, method, path string, body []byte, header http.H
 	return resp.StatusCode, out
 }
 
+// noRedirects returns redirects as they are, to be checked.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 func (in *instance) send(method, path string, body []byte, header http.Header) (*http.Response, []byte) {
 	in.t.Helper()
 	req, err := http.NewRequest(method, in.url+path, bytes.NewReader(body))
@@ -145,7 +149,7 @@ func (in *instance) send(method, path string, body []byte, header http.Header) (
 			req.Header.Add(k, v) // canonical names, as a server reads them
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noRedirects.Do(req)
 	if err != nil {
 		in.t.Fatal(err)
 	}
@@ -989,7 +993,7 @@ func (c *specConn) Close(code int) {
 // operation of openapi.yaml, so a new endpoint fails here until it is
 // described (and then the contract test asks for its answers).
 func TestEveryRouteIsDocumented(t *testing.T) {
-	in := startInstance(t, redistest.Start(t), "routes", "routes")
+	in := startInstance(t, redistest.Start(t), "routes", "routes", func(c *config) { c.Viewer = true })
 	doc := spectest.Decode(t, "openapi.yaml")
 	paths, _ := doc["paths"].(map[string]any)
 	topics := in.app.cfg.Topics
@@ -1014,11 +1018,56 @@ func TestEveryRouteIsDocumented(t *testing.T) {
 			}
 		}
 		path = strings.Join(parts, "/")
+		if strings.HasPrefix(path, "/viewer") {
+			switch path {
+			case "/viewer":
+				path = "/viewer/" // its redirect is documented there
+			case "/viewer/*":
+				path = "/viewer/{file}"
+			}
+			if r.Method != http.MethodGet {
+				continue // registered for every method: the viewer answers 405 itself
+			}
+		}
 		if spectest.At(paths[path], strings.ToLower(r.Method)) == nil {
 			t.Errorf("%s %s (%s) is served but not in openapi.yaml", r.Method, r.Path, path)
 		}
 	}
 	if checked < 10 {
 		t.Fatalf("only %d routes: the router's list is not what this test reads", checked)
+	}
+}
+
+// contractViewer: the live call viewer's files, its redirect, and its own
+// plain-text answers.
+func contractViewer(t *testing.T) {
+	in := startInstance(t, redistest.Start(t), "viewer", "viewer", func(c *config) { c.Viewer = true })
+	if status, _ := in.specCall("GET /viewer/", "GET", "/viewer?call=EL_1", nil, nil, true); status != http.StatusMovedPermanently {
+		t.Errorf("/viewer: %d", status)
+	}
+	resp, raw := in.send("GET", "/viewer/", nil, nil)
+	spectest.OpenAPI(t).Check(t, spectest.Exchange{Op: "GET /viewer/", Req: resp.Request, Resp: resp, RespBody: raw, CheckRequest: true})
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("/viewer/: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	resp, raw = in.send("GET", "/viewer/", nil, http.Header{"If-None-Match": {resp.Header.Get("ETag")}})
+	spectest.OpenAPI(t).Check(t, spectest.Exchange{Op: "GET /viewer/", Req: resp.Request, Resp: resp, RespBody: raw, CheckRequest: true})
+	if resp.StatusCode != http.StatusNotModified {
+		t.Errorf("/viewer/ again: %d", resp.StatusCode)
+	}
+	for _, f := range []string{"callgate.js", "viewer.js", "viewer.css", "icon.svg"} {
+		if status, _ := in.specCall("GET /viewer/{file}", "GET", "/viewer/"+f, nil, nil, true); status != http.StatusOK {
+			t.Errorf("/viewer/%s: %d", f, status)
+		}
+	}
+	resp, raw = in.send("GET", "/viewer/viewer.js", nil, nil)
+	resp, raw = in.send("GET", "/viewer/viewer.js", nil, http.Header{"If-None-Match": {resp.Header.Get("ETag")}})
+	spectest.OpenAPI(t).Check(t, spectest.Exchange{Op: "GET /viewer/{file}", Req: resp.Request, Resp: resp, RespBody: raw, CheckRequest: true})
+	if status, _ := in.specCall("GET /viewer/{file}", "GET", "/viewer/nope.js", nil, nil, true); status != http.StatusNotFound {
+		t.Errorf("/viewer/nope.js: %d", status)
+	}
+	resp, _ = in.send("POST", "/viewer/", nil, nil)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /viewer/: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 }
