@@ -511,26 +511,28 @@ func contractRedisDown(t *testing.T) {
 	late.ExpectClose(1013)
 }
 
-// contractDraining: once the gateway drains its sockets, /readyz says so,
-// upgrades are refused and open sockets are closed with 1001.
+// contractDraining: once shutdown begins, and while the sockets close,
+// /readyz says draining, upgrades and streams are refused and open sockets
+// are closed with 1001. One socket does not answer the close, so that the
+// instance is still serving HTTP while the test asks.
 func contractDraining(t *testing.T) {
 	in := startInstance(t, redistest.Start(t), "drain", "drain")
 	c := in.specSocket("/ws/calls/transcriptions", "calls", nil)
 	c.Expect("welcome")
 	topic := in.specSocket("/ws/routes", "topic", nil)
 	topic.Expect("welcome")
+	held := in.specSocket("/ws/calls/transcriptions", "calls", nil, func(ws *websocket.Conn) {
+		ws.SetCloseHandler(func(int, string) error { return nil })
+	})
+	held.Expect("welcome")
 	drained := openStreamsToDrain(t, in)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
-	// The command stops its HTTP server first; the gateway alone drains
-	// here, so that what it answers meanwhile can be seen.
-	go func() { done <- in.app.gw.Shutdown(ctx) }()
+	go func() { done <- in.app.shutdown(ctx) }()
 	c.ExpectClose(1001)
 	topic.ExpectClose(1001)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	held.ExpectClose(1001)
 	if status, out := in.specCall("GET /readyz", "GET", "/readyz", nil, nil, true); status != http.StatusServiceUnavailable || out["status"] != "draining" {
 		t.Errorf("/readyz while draining: %d %v", status, out)
 	}
@@ -540,6 +542,14 @@ func contractDraining(t *testing.T) {
 		}
 	}
 	drained()
+	// The last socket goes: the instance stops serving HTTP.
+	held.ws.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(in.url + "/readyz"); err == nil {
+		t.Error("/readyz answered after shutdown")
+	}
 }
 
 func contractCallSocket(t *testing.T) {
