@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"runtime/debug"
 	"time"
@@ -92,6 +93,9 @@ func (c *conn) readLoop(ctx context.Context) {
 			case errors.As(err, &ne) && ne.Timeout():
 				// Not 1000: the client should reconnect.
 				c.closeWith(websocket.CloseGoingAway, "no pong within the timeout")
+			case isProtocolError(err):
+				c.logger().Info("protocol error", "err", err)
+				c.closedByGorilla() // with 1002
 			}
 			return
 		}
@@ -110,6 +114,19 @@ func (c *conn) readLoop(ctx context.Context) {
 		c.aside(func() { c.handle(ctx, buf.Bytes()) })
 		putFrameBuffer(buf)
 	}
+}
+
+// isProtocolError reports whether a read error is gorilla's answer to a
+// frame that breaks RFC 6455 (a reserved bit, a bad opcode, an unmasked
+// frame, a bad close code, …), after which gorilla has sent a close frame
+// 1002 itself. Such errors have no type of their own: they are what is left
+// once the client's close, the size limit, the network and the end of the
+// stream are told apart.
+func isProtocolError(err error) bool {
+	var ce *websocket.CloseError
+	var ne net.Error
+	return !errors.As(err, &ce) && !errors.As(err, &ne) && !errors.Is(err, websocket.ErrReadLimit) &&
+		!errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed)
 }
 
 // aside runs f, the handling of a client frame, on another goroutine and
