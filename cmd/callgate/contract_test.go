@@ -1048,8 +1048,8 @@ func TestEveryRouteIsDocumented(t *testing.T) {
 	}
 }
 
-// contractViewer: the live call viewer's files, its redirect, and its own
-// plain-text answers.
+// contractViewer: the live call viewer's files, its redirect, and its
+// errors.
 func contractViewer(t *testing.T) {
 	in := startInstance(t, redistest.Start(t), "viewer", "viewer", func(c *config) { c.Viewer = true })
 	if status, _ := in.specCall("GET /viewer/", "GET", "/viewer?call=EL_1", nil, nil, true); status != http.StatusMovedPermanently {
@@ -1076,8 +1076,12 @@ func contractViewer(t *testing.T) {
 	if status, _ := in.specCall("GET /viewer/{file}", "GET", "/viewer/nope.js", nil, nil, true); status != http.StatusNotFound {
 		t.Errorf("/viewer/nope.js: %d", status)
 	}
-	resp, _ = in.send("POST", "/viewer/", nil, nil)
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
-		t.Errorf("POST /viewer/: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	// Another method: the router's error body, as on every other path.
+	resp, raw = in.send("POST", "/viewer/", nil, nil)
+	var e struct{ Code string }
+	_ = json.Unmarshal(raw, &e)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" ||
+		resp.Header.Get("Content-Type") != "application/json" || e.Code != "method_not_allowed" {
+		t.Errorf("POST /viewer/: %d, Allow %q, %s", resp.StatusCode, resp.Header.Get("Allow"), raw)
 	}
 }
