@@ -424,6 +424,7 @@ func contractWebhooks(t *testing.T) {
 	}{
 		{live, "/webhooks/transcription", []byte(`{"call_sid":"EL_linked"}`), 400, "invalid_request"},
 		{live, "/webhooks/transcription", []byte(`[]`), 400, "invalid_request"},
+		{live, "/webhooks/transcription", []byte(`{"call_sid":"EL_linked","event":{"type":"interruption","interruption_event":{"event_id":"+5"}}}`), 400, "invalid_request"},
 		{live, "/webhooks/transcription", liveBody("call_sid", "EL_unknown", liveEvents(t)[1]), 404, "call_not_found"},
 		{live, "/webhooks/transcription", []byte(`{"call_sid":"EL_linked","conversation_id":"conv_else","event":{"type":"interruption","interruption_event":{"event_id":1}}}`), 409, "conflict"},
 		{live, "/webhooks/transcription", []byte(`{"call_sid":"EL_linked","event":{"type":"x","pad":"` + strings.Repeat("x", 64<<10) + `"}}`), 413, "body_too_large"},
