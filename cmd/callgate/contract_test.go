@@ -751,9 +751,29 @@ func contractSocketLimits(t *testing.T) {
 		if status, code := in.refusedUpgrade(path, other); status != http.StatusForbidden || code != "origin_not_allowed" {
 			t.Errorf("%s from another origin: %d %s", path, status, code)
 		}
+		// The token and the user's limit are checked before the origin.
+		bad := http.Header{"Origin": other["Origin"], "Authorization": {"Bearer nonsense"}}
+		if status, code := in.refusedUpgrade(path, bad); status != http.StatusUnauthorized || code != "invalid_token" {
+			t.Errorf("%s from another origin with an invalid token: %d %s", path, status, code)
+		}
+		heavy := http.Header{"Origin": other["Origin"], "Authorization": bearer["Authorization"]}
+		if status, code := in.refusedUpgrade(path, heavy); status != http.StatusTooManyRequests || code != "too_many_connections" {
+			t.Errorf("%s from another origin, user at its limit: %d %s", path, status, code)
+		}
 		// Not a WebSocket request at all.
 		status, out := in.specCall("GET "+strings.Replace(path, "workflows", "{topic}", 1), "GET", path, nil, nil, false)
 		expectCode(t, "plain GET "+path, status, out, http.StatusBadRequest, "bad_handshake")
+		// Another method: 405 with Allow; OPTIONS: 204 with Allow.
+		resp, raw := in.send("POST", path, nil, nil)
+		var e struct{ Code string }
+		_ = json.Unmarshal(raw, &e)
+		if resp.StatusCode != http.StatusMethodNotAllowed || e.Code != "method_not_allowed" || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+			t.Errorf("POST %s: %d, Allow %q, %s", path, resp.StatusCode, resp.Header.Get("Allow"), raw)
+		}
+		resp, raw = in.send("OPTIONS", path, nil, nil)
+		if resp.StatusCode != http.StatusNoContent || len(raw) != 0 || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+			t.Errorf("OPTIONS %s: %d, Allow %q, %q", path, resp.StatusCode, resp.Header.Get("Allow"), raw)
+		}
 	}
 	full := startInstance(t, srv, redistest.Prefix(t), "full", func(c *config) { c.MaxConnections = 1 })
 	f := full.specSocket("/ws/workflows", "topic", nil)
