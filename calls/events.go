@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/callgate/callgate/internal/expiring"
 	"github.com/callgate/callgate/internal/wire"
 	"github.com/callgate/callgate/pubsub"
 )
@@ -59,6 +61,34 @@ type Events struct {
 	now  func() time.Time
 
 	published atomic.Int64
+
+	// started remembers, for a while, the calls seen past initiated. The
+	// step of their next events is sent with the transition to
+	// in-progress as a check alone (pubsub.Transition.Unlikely): a call's
+	// status never goes back to initiated, so the transition's status
+	// event and fields are sent for nothing. A record lost and made again
+	// as initiated still gets it, in a second round trip.
+	startedMu sync.Mutex
+	started   *expiring.Map[struct{}]
+}
+
+// Bounds of Events.started: it costs a round trip only when wrong.
+const (
+	startedTTL = 10 * time.Minute
+	maxStarted = 100_000
+)
+
+func (e *Events) wasStarted(sid string) bool {
+	e.startedMu.Lock()
+	defer e.startedMu.Unlock()
+	_, ok := e.started.Get(sid)
+	return ok
+}
+
+func (e *Events) sawStarted(sid string) {
+	e.startedMu.Lock()
+	defer e.startedMu.Unlock()
+	e.started.Set(sid, struct{}{})
 }
 
 // Published returns how many events this process has published (repeats
@@ -70,7 +100,8 @@ func NewEvents(pub Publisher, keys Keys, ret Retention) *Events {
 	if ret.HistoryAfterEnd <= 0 {
 		ret.HistoryAfterEnd = ret.Call
 	}
-	return &Events{pub: pub, keys: keys, ret: ret, now: time.Now}
+	return &Events{pub: pub, keys: keys, ret: ret, now: time.Now,
+		started: expiring.New[struct{}](startedTTL, maxStarted)}
 }
 
 // Event is one event of a call to publish.
@@ -122,7 +153,7 @@ func (e *Events) Publish(ctx context.Context, sid string, ev Event) (Outcome, er
 func (e *Events) publish(ctx context.Context, sid, conv string, ev Event) (Outcome, error) {
 	now := e.now()
 	m := pubsub.Message{
-		Seq:          e.keys.Pos(sid),
+		Seq:          e.keys.Record(sid),
 		SeqTTL:       e.ret.Call,
 		History:      e.keys.History(sid),
 		HistoryMax:   e.ret.HistoryEvents,
@@ -138,7 +169,7 @@ func (e *Events) publish(ctx context.Context, sid, conv string, ev Event) (Outco
 		Payload:      payload(wire.Tail{Event: ev.Name, CallSID: sid, Time: now, Data: ev.Data}),
 	}
 	if ev.Ended {
-		m.HistoryTTL = e.ret.HistoryAfterEnd
+		m.HistoryTTL, m.ExpireNow = e.ret.HistoryAfterEnd, true
 	}
 	if ev.Mark != "" {
 		m.Dedup = e.keys.dedup(sid, ev.Mark)
@@ -152,6 +183,7 @@ func (e *Events) publish(ctx context.Context, sid, conv string, ev Event) (Outco
 			Set:       []string{"updated_at", now.UTC().Format(time.RFC3339Nano)},
 			RecordTTL: e.ret.Call,
 			Payload:   payload(wire.Tail{Event: EventStatus, CallSID: sid, Time: now, Data: statusData}),
+			Unlikely:  e.wasStarted(sid),
 		}
 	}
 	res, err := e.pub.Publish(ctx, m)
@@ -169,6 +201,9 @@ func (e *Events) publish(ctx context.Context, sid, conv string, ev Event) (Outco
 	call, err := ParseRecord(res.Record)
 	if err != nil {
 		return Outcome{}, err
+	}
+	if call.Status != StatusInitiated && call.Status != "" {
+		e.sawStarted(sid)
 	}
 	out := Outcome{Position: res.Position, Duplicate: res.Duplicate, Call: call}
 	if res.Duplicate {

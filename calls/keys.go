@@ -4,8 +4,8 @@ import "github.com/callgate/callgate/internal/slots"
 
 // Keys names what a call uses in Redis, with P the prefix:
 //
-//	P:call:<tag>              the record (a hash)
-//	P:call:<tag>:pos          the event position: epoch, last event_id
+//	P:call:<tag>              the record (a hash), with the event position:
+//	                          epoch, last event_id, Redis process (g, n, rid)
 //	P:call:<tag>:events       the stored events (a stream, ids <epoch>-<event_id>)
 //	P:call:<tag>:seen:<mark>  a remembered delivery
 //	P:conv:<conversation_id>  the call_sid a conversation is linked to
@@ -30,11 +30,10 @@ func (k Keys) tag(sid string) string {
 	return k.Partitions.Tag(sid) + sid
 }
 
-// Record is the key of the call's record, a hash.
+// Record is the key of the call's record, a hash. It holds the call's
+// event position too (pubsub.Message.Seq), so that publishing an event
+// reads both at once.
 func (k Keys) Record(sid string) string { return k.Prefix + ":call:" + k.tag(sid) }
-
-// Pos is the key of the call's event position.
-func (k Keys) Pos(sid string) string { return k.Prefix + ":call:" + k.tag(sid) + ":pos" }
 
 // History is the key of the call's event stream.
 func (k Keys) History(sid string) string { return k.Prefix + ":call:" + k.tag(sid) + ":events" }

@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"math"
@@ -78,11 +79,21 @@ func (pl Payload) At(p Position, prefix, field []byte) []byte {
 // sharded (a Redis Cluster), and so must Channels.
 type Message struct {
 	// Seq is the key of the sequence's position: a hash with its epoch,
-	// its last number and the Redis process that last wrote it.
+	// its last number and the Redis process that last wrote it (fields
+	// "g", "n" and "rid"). It may be the Record: one read then serves
+	// both.
 	Seq string
 	// SeqTTL is how long the position outlives the last message. Zero
-	// means it never expires.
+	// means it never expires. Expiries (SeqTTL, HistoryTTL) are set when
+	// the sequence starts or restarts, at every 64th number, and when
+	// ExpireNow says so; in between each key keeps its expiry, so a key
+	// outlives the last message by its TTL less the time of at most 63
+	// messages. Setting them at every message would cost Redis two
+	// commands per message.
 	SeqTTL time.Duration
+	// ExpireNow sets the expiries in this message's step: for a last
+	// message, or one whose TTLs differ from the sequence's until then.
+	ExpireNow bool
 	// History is the key of a Redis Stream that keeps the payloads of the
 	// sequence, written in the same step as they are published, with the
 	// position as entry id (<epoch>-<seq>). Range reads it back.
@@ -149,6 +160,11 @@ type Transition struct {
 	RecordTTL time.Duration
 	// Payload is the announcing message's.
 	Payload Payload
+	// Unlikely tells that the caller expects the field not to hold From
+	// (it saw it hold something else): the step is sent with the check
+	// alone, and when the field does hold From, sent again in full. A
+	// wrong guess costs a round trip, never the change.
+	Unlikely bool
 }
 
 // Published is the outcome of Publish.
@@ -175,9 +191,11 @@ var (
 	ErrStale = errors.New("pubsub: record changed")
 )
 
-// publishScript checks, numbers, records, deduplicates and publishes in one
-// step. Nothing is written before the step that can fail (XADD), so a
-// failure leaves no trace.
+//go:embed publish.lua
+var publishLua string
+
+// publishStep checks, numbers, records, deduplicates and publishes in one
+// step (publish.lua).
 //
 // The position: a new epoch starts, at number 1, when the sequence has no
 // position and no history (new, or lost), or when its position was written
@@ -187,160 +205,38 @@ var (
 // position lost while the history survives (eviction) is taken from the
 // history's last entry, and numbering goes on in its epoch, so numbers
 // never go below what the history holds; so does an XADD that finds the
-// history ahead of the position.
+// history ahead of the position. The dedup mark is set before the history
+// is written and taken back in the same step if XADD refuses the entry, so
+// a failed step leaves no trace.
 //
-// KEYS: position, history, then the dedup mark and the record when given
-// (a cluster refuses empty key names, which have a slot of their own).
-// ARGV: which of those are given ("d", "r", "dr" or empty, and "w" when a
-// WAIT follows), publish
-// command, position TTL ms, dedup TTL ms, history max,
-// history TTL ms, field, raw field, field prefix, field channel prefix
-// (empty for none), head, mid, tail, rest, #channels, channels...,
-// transition field (empty for none), from, to, record TTL ms, head, mid,
-// tail, rest, #set pairs, pairs..., #expect pairs, pairs..., #fields,
-// fields...
-// Replies {'ok', epoch, seq, transitioned, record, field JSON, field},
-// {'dup',
-// 'epoch-seq', record}, {'stale', record} or {'norecord'}.
-var publishScript = redis.NewScript(`
-local pos, hist, dedup, rec = KEYS[1], KEYS[2], '', ''
-local k = 3
-if string.find(ARGV[1], 'd', 1, true) then dedup, k = KEYS[k], k + 1 end
-if string.find(ARGV[1], 'r', 1, true) then rec = KEYS[k] end
-local pub = ARGV[2]
-local posTTL, dedupTTL, histMax, histTTL = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
-local fName, fRaw, fPrefix, fChan = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local main = {ARGV[11], ARGV[12], ARGV[13], ARGV[14]}
-local i = 15
-local chans = {}
-for j = 1, tonumber(ARGV[i]) do chans[j] = ARGV[i + j] end
-i = i + #chans + 1
-local tField, tFrom, tTo, tTTL = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-local announce = {ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]}
-i = i + 8
-local tSet = {}
-for j = 1, 2 * tonumber(ARGV[i]) do tSet[j] = ARGV[i + j] end
-i = i + #tSet + 1
-local expect = {}
-for j = 1, 2 * tonumber(ARGV[i]) do expect[j] = ARGV[i + j] end
-i = i + #expect + 1
-local fields = {}
-for j = 1, tonumber(ARGV[i]) do fields[j] = ARGV[i + j] end
-
-local function num(x) return string.format('%d', x) end
-
--- The record's fields the step needs, read in one command.
-local values = {}
-local function field(name) return values[name] or '' end
-local function reply()
-  local out = {}
-  for _, f in ipairs(fields) do
-    out[#out + 1] = f
-    out[#out + 1] = field(f)
-  end
-  return out
-end
-if rec ~= '' then
-  local need = {}
-  for _, f in ipairs(fields) do need[#need + 1] = f end
-  for _, f in ipairs({tField, fName, fRaw}) do
-    if f ~= '' then need[#need + 1] = f end
-  end
-  for j = 1, #expect, 2 do need[#need + 1] = expect[j] end
-  local got = redis.call('HMGET', rec, unpack(need))
-  if not got[1] then return {'norecord'} end
-  for j, f in ipairs(need) do
-    if got[j] then values[f] = got[j] end
-  end
-end
-if dedup ~= '' then
-  local prev = redis.call('GET', dedup)
-  if prev then
-    if string.find(ARGV[1], 'w', 1, true) then
-      -- A write of this connection's, so that the WAIT that follows
-      -- waits for the first publication's writes too, whichever
-      -- connection made them: the same expiry, set again.
-      redis.call('PEXPIRE', dedup, redis.call('PTTL', dedup))
-    end
-    return {'dup', prev, reply()}
-  end
-end
-for j = 1, #expect, 2 do
-  if field(expect[j]) ~= expect[j + 1] then return {'stale', reply()} end
-end
-
-local fValue, fJSON = '', ''
-if fName ~= '' then
-  fValue, fJSON = field(fName), field(fRaw)
-  if fJSON == '' and fValue ~= '' then fJSON = cjson.encode(fValue) end
-end
-
-local function top()
-  local e = redis.call('XREVRANGE', hist, '+', '-', 'COUNT', 1)
-  if #e == 0 then return nil end
-  local a, b = string.match(e[1][1], '^(%d+)-(%d+)$')
-  return tonumber(a), tonumber(b)
-end
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local me = ''
-local info = redis.pcall('INFO', 'server')
-if type(info) == 'string' then
-  local at = string.find(info, 'run_id:', 1, true)
-  if at then me = string.sub(info, at + 7, at + 46) end
-end
-local p = redis.call('HMGET', pos, 'g', 'n', 'rid')
-local g, n = tonumber(p[1]), tonumber(p[2])
-if not g or not n then
-  g, n = top()
-  if not g then g, n = now(), 0 end
-elseif me ~= '' and p[3] and p[3] ~= me then
-  g, n = math.max(now(), g + 1), 0
-end
-
-local function build(pl, seq)
-  local b = pl[1] .. num(seq) .. pl[2] .. num(g) .. pl[3]
-  if fJSON ~= '' then b = b .. fPrefix .. fJSON end
-  return b .. pl[4]
-end
-local pre = tField ~= '' and rec ~= '' and field(tField) == tFrom
-local function append()
-  local out = {}
-  if pre then out[1] = build(announce, n + 1) end
-  out[#out + 1] = build(main, n + #out + 1)
-  for k, payload in ipairs(out) do
-    local r = redis.pcall('XADD', hist, 'MAXLEN', '~', histMax, num(g) .. '-' .. num(n + k), 'p', payload)
-    if type(r) == 'table' and r.err then return nil, r.err end
-  end
-  return out
-end
-local out, err = append()
-if not out then
-  g, n = top()
-  if not g then return redis.error_reply(err) end
-  out, err = append()
-  if not out then return redis.error_reply(err) end
-end
-n = n + #out
-
-redis.call('HSET', pos, 'g', num(g), 'n', num(n), 'rid', me)
-if posTTL > 0 then redis.call('PEXPIRE', pos, posTTL) end
-if histTTL > 0 then redis.call('PEXPIRE', hist, histTTL) end
-if dedup ~= '' then redis.call('SET', dedup, num(g) .. '-' .. num(n), 'PX', dedupTTL) end
-if pre then
-  redis.call('HSET', rec, tField, tTo, unpack(tSet))
-  if tTTL > 0 then redis.call('PEXPIRE', rec, tTTL) end
-  values[tField] = tTo
-  for j = 1, #tSet, 2 do values[tSet[j]] = tSet[j + 1] end
-end
-if fChan ~= '' and fValue ~= '' then chans[#chans + 1] = fChan .. fValue end
-for _, payload in ipairs(out) do
-  for _, ch in ipairs(chans) do redis.call(pub, ch, payload) end
-end
-return {'ok', g, n, pre and 1 or 0, reply(), fJSON, fValue}
-`)
+// Expiries are set when a sequence starts or restarts, when the message
+// asks (ExpireNow), and when they were last set a sixteenth of the shorter
+// TTL ago or more (see renewEvery); most steps write none.
+//
+// KEYS: position, history, then the dedup mark when given, then the
+// record when given and not the position's own hash (a cluster refuses
+// empty key names, which have a slot of their own).
+//
+// ARGV[1] is a header of 15 bytes, each a small number: dedup mark given
+// (0/1); record (0 none, 1 its own key, 2 the position's hash); a WAIT
+// follows (0/1); set the expiries now (0/1); #channels; #fields to read;
+// the indexes in the fields to read (from 1, 0 for none) of the
+// transition's field, Field and RawField and of the first expected field;
+// #expected values; #transition set pairs; #Fields; return the field
+// channel's value (0/1); the transition sent in full (0/1: with its check
+// only, the step answers {'transition'} if it is due, and is sent again
+// in full). Then: publish command, position TTL ms, dedup TTL ms, history
+// max, history TTL ms, field prefix, field channel prefix (empty for
+// none), the payload's head, mid, tail and rest, now (ms, the publisher's
+// clock), the expiries' renewal interval ms, the channels, the record's
+// fields to read (Fields, then the others the step needs), the expected
+// values, then the transition when given: from, and when in full: to,
+// record TTL ms, head, mid, tail, rest, the set pairs.
+//
+// Replies, flat: {'ok', epoch, seq, transitioned (0/1), Fields' values
+// [, field JSON, field value]}, {'dup', 'epoch-seq', Fields' values},
+// {'stale', Fields' values}, {'norecord'} or {'transition'}.
+var publishStep = newLuaStep("callgate_publish", "publish", publishLua)
 
 // Publish numbers m, and unless it is a duplicate, records it and
 // publishes it to every channel. An error other than ErrNoRecord means
@@ -367,59 +263,169 @@ func (b *Bus) Publish(ctx context.Context, m Message) (Published, error) {
 	} else if m.FieldChannel != nil {
 		fieldChan = m.FieldChannel.Prefix
 	}
-	args := make([]any, 0, 32+len(m.Channels)+len(m.Expect)+len(m.Fields))
-	keys := []string{m.Seq, m.History}
-	given := ""
-	if m.Dedup != "" {
-		keys, given = append(keys, m.Dedup), given+"d"
-	}
-	if m.Record != "" {
-		keys, given = append(keys, m.Record), given+"r"
-	}
-	if b.cfg.WaitReplicas > 0 {
-		given += "w"
-	}
-	args = append(args, given, cmd, m.SeqTTL.Milliseconds(), dedupTTL.Milliseconds(),
-		historyMax, m.HistoryTTL.Milliseconds(), m.Field, m.RawField, m.FieldPrefix, fieldChan,
-		m.Payload.Head, m.Payload.Mid, m.Payload.Tail, m.Payload.Rest, len(m.Channels))
-	for _, ch := range m.Channels {
-		args = append(args, ch)
-	}
-	if t := m.Transition; t != nil {
-		args = append(args, t.Field, t.From, t.To, t.RecordTTL.Milliseconds(),
-			t.Payload.Head, t.Payload.Mid, t.Payload.Tail, t.Payload.Rest, len(t.Set)/2)
-		for _, v := range t.Set {
-			args = append(args, v)
-		}
-	} else {
-		args = append(args, "", "", "", 0, "", "", "", "", 0)
-	}
-	args = append(args, len(m.Expect)/2)
-	for _, v := range m.Expect {
-		args = append(args, v)
+	if m.Record == "" && (len(m.Expect) > 0 || m.Field != "" || m.Transition != nil) {
+		return Published{}, errors.New("pubsub: a message without a record expects, carries or changes a field")
 	}
 	if m.Record != "" && len(m.Fields) == 0 {
 		return Published{}, errors.New("pubsub: a message with a record names the fields that tell it exists")
 	}
-	args = append(args, len(m.Fields))
-	for _, f := range m.Fields {
+	keys := make([]string, 2, 4)
+	keys[0], keys[1] = m.Seq, m.History
+	// The header: small numbers, one byte each (see publishStep).
+	var h [15]byte
+	if m.Dedup != "" {
+		keys, h[0] = append(keys, m.Dedup), 1
+	}
+	switch {
+	case m.Record != "" && m.Record == m.Seq:
+		h[1] = 2
+	case m.Record != "":
+		keys, h[1] = append(keys, m.Record), 1
+	}
+	if b.cfg.WaitReplicas > 0 {
+		h[2] = 1
+	}
+	if m.ExpireNow {
+		h[3] = 1
+	}
+	// The record's fields to read: Fields first, then those the step
+	// needs, each once; the position's last when it is in the record.
+	read := make([]string, 0, len(m.Fields)+len(m.Expect)/2+6)
+	read = append(read, m.Fields...)
+	index := func(f string) int {
+		if f == "" {
+			return 0
+		}
+		for i, r := range read {
+			if r == f {
+				return i + 1
+			}
+		}
+		read = append(read, f)
+		return len(read)
+	}
+	iT := 0
+	if m.Transition != nil {
+		iT = index(m.Transition.Field)
+	}
+	iF, iRaw := index(m.Field), index(m.RawField)
+	iE := 0
+	if len(m.Expect) > 0 {
+		iE = len(read) + 1
+		for i := 0; i+1 < len(m.Expect); i += 2 {
+			read = append(read, m.Expect[i]) // in order, even if read already
+		}
+	}
+	nSet := 0
+	if m.Transition != nil {
+		nSet = len(m.Transition.Set) / 2
+	}
+	nFields := 0
+	if m.Record != "" {
+		nFields = len(m.Fields)
+	}
+	field := m.FieldChannel != nil && b.cfg.Sharded
+	small := []int{len(m.Channels), len(read), iT, iF, iRaw, iE, len(m.Expect) / 2, nSet, nFields}
+	for i, v := range small {
+		if v > 255 {
+			return Published{}, errors.New("pubsub: a message with more than 255 channels, fields or pairs")
+		}
+		h[4+i] = byte(v)
+	}
+	if field {
+		h[13] = 1
+	}
+	full := m.Transition != nil && !m.Transition.Unlikely
+	if full {
+		h[14] = 1
+	}
+	args := make([]any, 0, 24+len(m.Channels)+len(read)+len(m.Expect)/2)
+	args = append(args, h[:], cmd, ms(m.SeqTTL), ms(dedupTTL), historyMax, ms(m.HistoryTTL),
+		m.FieldPrefix, fieldChan, m.Payload.Head, m.Payload.Mid, m.Payload.Tail, m.Payload.Rest,
+		time.Now().UnixMilli(), renewEvery(m.SeqTTL, m.HistoryTTL))
+	for _, ch := range m.Channels {
+		args = append(args, ch)
+	}
+	for _, f := range read {
 		args = append(args, f)
 	}
-	var res []any
-	var err error
-	if b.cfg.WaitReplicas > 0 {
-		res, err = b.runWaiting(ctx, keys, args)
-	} else {
-		res, err = publishScript.Run(ctx, b.publisher, keys, args...).Slice()
+	for i := 1; i < len(m.Expect); i += 2 {
+		args = append(args, m.Expect[i])
 	}
+	if t := m.Transition; t != nil {
+		args = append(args, t.From)
+		if full {
+			args = appendTransition(args, t)
+		}
+	}
+	res, err := b.runPublish(ctx, keys, args)
 	if err != nil {
 		return Published{}, fmt.Errorf("pubsub: publish on %s: %w", m.Seq, err)
 	}
-	p, field, value, err := parsePublished(res)
+	if len(res) == 0 {
+		return Published{}, fmt.Errorf("pubsub: publish on %s: empty reply", m.Seq)
+	}
+	if kind, _ := res[0].(string); kind == "transition" && !full {
+		// The unlikely happened: the same step, with the transition.
+		h[14] = 1
+		args = appendTransition(args, m.Transition)
+		res, err = b.runPublish(ctx, keys, args)
+		if err != nil {
+			return Published{}, fmt.Errorf("pubsub: publish on %s: %w", m.Seq, err)
+		}
+	}
+	p, fieldJSON, value, err := parsePublished(res, m.Fields[:nFields], field)
 	if err != nil || p.Duplicate || !b.cfg.Sharded || m.FieldChannel == nil || value == "" {
 		return p, err
 	}
-	return p, b.publishOnField(ctx, m, p, field, value)
+	return p, b.publishOnField(ctx, m, p, fieldJSON, value)
+}
+
+// appendTransition appends to args what the step needs of t to make it.
+func appendTransition(args []any, t *Transition) []any {
+	args = append(args, t.To, ms(t.RecordTTL), t.Payload.Head, t.Payload.Mid, t.Payload.Tail, t.Payload.Rest)
+	for _, v := range t.Set {
+		args = append(args, v)
+	}
+	return args
+}
+
+// runPublish runs the publish step once.
+func (b *Bus) runPublish(ctx context.Context, keys []string, args []any) ([]any, error) {
+	if b.cfg.WaitReplicas > 0 {
+		return b.runWaiting(ctx, keys, args)
+	}
+	return publishStep.run(ctx, func(asFunction bool) *redis.Cmd {
+		if asFunction {
+			return b.publisher.FCall(ctx, publishStep.fn, keys, args...)
+		}
+		return publishStep.script.Run(ctx, b.publisher, keys, args...)
+	}, b.loadLibrary).Slice()
+}
+
+// ms is d in whole milliseconds, 0 (none) for a negative d.
+func ms(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
+
+// renewEvery returns how long, in milliseconds, the step may leave the
+// expiries of a sequence's keys as they are: a sixteenth of the shorter
+// TTL, so that they outlive the last message by 15/16 of their TTL at
+// least; 0 when neither expires.
+func renewEvery(ttls ...time.Duration) int64 {
+	var least int64
+	for _, d := range ttls {
+		if t := ms(d); t > 0 && (least == 0 || t < least) {
+			least = t
+		}
+	}
+	if least == 0 {
+		return 0
+	}
+	return max(least/16, 1)
+}
+
+// loadLibrary loads a step's function library on every primary.
+func (b *Bus) loadLibrary(ctx context.Context, lib string) error {
+	return loadLibrary(ctx, b.rdb, lib)
 }
 
 // ErrNotReplicated: a message was published, but fewer replicas than
@@ -441,29 +447,41 @@ func (b *Bus) runWaiting(ctx context.Context, keys []string, args []any) ([]any,
 	default:
 		return nil, fmt.Errorf("pubsub: waiting for replicas needs a Redis client, not %T", b.rdb)
 	}
-	for attempt := 0; ; attempt++ {
-		pipe := node.Pipeline()
-		run := publishScript.EvalSha(ctx, pipe, keys, args...)
-		wait := pipe.Do(ctx, "WAIT", b.cfg.WaitReplicas, b.cfg.WaitTimeout.Milliseconds())
-		_, _ = pipe.Exec(ctx)
-		if err := run.Err(); err != nil {
-			if attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				if err := publishScript.Load(ctx, node).Err(); err != nil {
-					return nil, err
+	var wait *redis.Cmd
+	run := publishStep.run(ctx, func(asFunction bool) *redis.Cmd {
+		for attempt := 0; ; attempt++ {
+			pipe := node.Pipeline()
+			var run *redis.Cmd
+			if asFunction {
+				run = pipe.FCall(ctx, publishStep.fn, keys, args...)
+			} else {
+				run = publishStep.script.EvalSha(ctx, pipe, keys, args...)
+			}
+			wait = pipe.Do(ctx, "WAIT", b.cfg.WaitReplicas, b.cfg.WaitTimeout.Milliseconds())
+			_, _ = pipe.Exec(ctx)
+			if err := run.Err(); !asFunction && attempt == 0 && err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				if err := publishStep.script.Load(ctx, node).Err(); err != nil {
+					run.SetErr(err)
+					return run
 				}
 				continue
 			}
-			return nil, err
+			return run
 		}
-		n, err := wait.Int()
-		if err != nil {
-			return nil, err
-		}
-		if n < b.cfg.WaitReplicas {
-			return nil, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.cfg.WaitReplicas, b.cfg.WaitTimeout)
-		}
-		return run.Slice()
+	}, func(ctx context.Context, lib string) error {
+		return node.FunctionLoadReplace(ctx, lib).Err()
+	})
+	if err := run.Err(); err != nil {
+		return nil, err
 	}
+	n, err := wait.Int()
+	if err != nil {
+		return nil, err
+	}
+	if n < b.cfg.WaitReplicas {
+		return nil, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.cfg.WaitReplicas, b.cfg.WaitTimeout)
+	}
+	return run.Slice()
 }
 
 // publishOnField publishes, after the step, what it published on
@@ -482,33 +500,44 @@ func (b *Bus) publishOnField(ctx context.Context, m Message, p Published, field 
 	return nil
 }
 
-func parsePublished(res []any) (p Published, field []byte, value string, err error) {
+// parsePublished reads the step's reply: a kind, what it says, then the
+// values of fields (the message's Fields) and, when withField, the
+// field's JSON and value.
+func parsePublished(res []any, fields []string, withField bool) (p Published, field []byte, value string, err error) {
 	kind, _ := res[0].(string)
-	strs := func(v any) []string {
-		raw, _ := v.([]any)
-		out := make([]string, len(raw))
-		for i, r := range raw {
-			out[i], _ = r.(string)
+	record := func(vals []any) []string {
+		out := make([]string, 0, 2*len(fields))
+		for i, f := range fields {
+			s, _ := vals[i].(string)
+			out = append(out, f, s)
 		}
 		return out
 	}
+	n := len(fields)
 	switch {
-	case kind == "ok" && len(res) == 7:
-		g, _ := res[1].(int64)
-		n, _ := res[2].(int64)
+	case kind == "ok" && len(res) == 4+n+2 && withField, kind == "ok" && len(res) == 4+n && !withField:
+		g, _ := res[1].(string)
+		seq, _ := res[2].(string)
+		pos, err := ParsePosition(g + "-" + seq)
+		if err != nil {
+			return Published{}, nil, "", err
+		}
 		t, _ := res[3].(int64)
-		f, _ := res[5].(string)
-		value, _ = res[6].(string)
-		return Published{Position: Position{g, n}, Transitioned: t == 1, Record: strs(res[4])}, []byte(f), value, nil
-	case kind == "dup" && len(res) == 3:
+		if withField {
+			f, _ := res[4+n].(string)
+			value, _ = res[5+n].(string)
+			field = []byte(f)
+		}
+		return Published{Position: pos, Transitioned: t == 1, Record: record(res[4:])}, field, value, nil
+	case kind == "dup" && len(res) == 2+n:
 		s, _ := res[1].(string)
 		pos, err := ParsePosition(s)
 		if err != nil {
 			return Published{}, nil, "", err
 		}
-		return Published{Position: pos, Duplicate: true, Record: strs(res[2])}, nil, "", nil
-	case kind == "stale" && len(res) == 2:
-		return Published{Record: strs(res[1])}, nil, "", ErrStale
+		return Published{Position: pos, Duplicate: true, Record: record(res[2:])}, nil, "", nil
+	case kind == "stale" && len(res) == 1+n:
+		return Published{Record: record(res[1:])}, nil, "", ErrStale
 	case kind == "norecord":
 		return Published{}, nil, "", ErrNoRecord
 	}

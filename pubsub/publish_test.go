@@ -21,6 +21,13 @@ import (
 // seqKeys are the keys of one test sequence, in one slot.
 type seqKeys struct{ pos, hist, rec, ch, prefix string }
 
+// publisher returns a bus that publishes and is not run.
+func (e *env) publisher(t *testing.T) *pubsub.Bus {
+	bus := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded})
+	t.Cleanup(func() { bus.Close() })
+	return bus
+}
+
 func (e *env) keys(t *testing.T) seqKeys {
 	p := e.channel(t, 0) // unique to the test, hash-tagged
 	return seqKeys{pos: p + ":pos", hist: p + ":hist", rec: p + ":rec", ch: p + ":ch", prefix: p}
@@ -103,8 +110,7 @@ func TestPublishDeduplicates(t *testing.T) {
 func TestHistoryRange(t *testing.T) {
 	e := newEnv(t)
 	k := e.keys(t)
-	bus := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded})
-	t.Cleanup(func() { bus.Close() })
+	bus := e.publisher(t)
 	ctx := context.Background()
 	var epoch int64
 	for i := 1; i <= 300; i++ {
@@ -161,8 +167,7 @@ func TestHistoryRange(t *testing.T) {
 func TestLostPositionContinuesFromHistory(t *testing.T) {
 	e := newEnv(t)
 	k := e.keys(t)
-	bus := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded})
-	t.Cleanup(func() { bus.Close() })
+	bus := e.publisher(t)
 	ctx := context.Background()
 	var last pubsub.Published
 	for range 5 {
@@ -197,8 +202,7 @@ func TestLostPositionContinuesFromHistory(t *testing.T) {
 func TestLostStateStartsNewEpoch(t *testing.T) {
 	e := newEnv(t)
 	k := e.keys(t)
-	bus := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded})
-	t.Cleanup(func() { bus.Close() })
+	bus := e.publisher(t)
 	ctx := context.Background()
 	first, err := bus.Publish(ctx, k.msg("x"))
 	if err != nil {
@@ -241,8 +245,7 @@ func TestLostStateStartsNewEpoch(t *testing.T) {
 func TestFailedPublishLeavesNoTrace(t *testing.T) {
 	e := newEnv(t)
 	k := e.keys(t)
-	bus := pubsub.New(e.rdb, pubsub.Config{Sharded: e.sharded})
-	t.Cleanup(func() { bus.Close() })
+	bus := e.publisher(t)
 	ctx := context.Background()
 	if err := e.rdb.Set(ctx, k.hist, "not a stream", 0).Err(); err != nil {
 		t.Fatal(err)

@@ -3,8 +3,6 @@ package pubsub_test
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,51 +128,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// commandCalls returns how many times Redis ran command. Only a real
-// Redis counts commands; callers run only there.
-func commandCalls(t *testing.T, rdb redis.UniversalClient, command string) int64 {
-	t.Helper()
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"+command+":calls="); ok {
-			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-			return v
-		}
-	}
-	return 0
-}
-
-// TestSubscribesAreBatched subscribes to many channels at once, as clients
-// do after a failover: Redis gets far fewer SUBSCRIBE commands than there
-// are channels. It needs a real single Redis, which counts commands.
-func TestSubscribesAreBatched(t *testing.T) {
-	e := newEnv(t)
-	if e.srv.Mode() != redistest.ModeReal {
-		t.Skip("counts commands: needs CALLGATE_TEST_REDIS=real")
-	}
-	bus, _ := e.start(t, pubsub.Config{})
-	ctx := context.Background()
-	const n = 300
-	before := commandCalls(t, e.rdb, "subscribe")
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			if err := bus.Subscribe(ctx, e.channel(t, i)); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	sent := commandCalls(t, e.rdb, "subscribe") - before
-	t.Logf("%d channels subscribed with %d SUBSCRIBE commands", n, sent)
-	if sent >= n/2 {
-		t.Fatalf("%d SUBSCRIBE commands for %d channels: not batched", sent, n)
-	}
-}
-
 // TestLingeringChannels: with Linger, a channel left by its last local
 // subscriber stays subscribed for a while. A Subscribe then needs no
 // SUBSCRIBE, messages still reach the handler, and the channels whose
@@ -192,7 +145,7 @@ func TestLingeringChannels(t *testing.T) {
 	var subscribes, unsubscribes int64
 	counts := e.srv.Mode() == redistest.ModeReal // one server, which counts commands
 	if counts {
-		subscribes, unsubscribes = commandCalls(t, e.rdb, "subscribe"), commandCalls(t, e.rdb, "unsubscribe")
+		subscribes, unsubscribes = redistest.CommandCalls(t, e.rdb, "subscribe"), redistest.CommandCalls(t, e.rdb, "unsubscribe")
 	}
 	for i := range n {
 		if err := bus.Unsubscribe(ctx, e.channel(t, i)); err != nil {
@@ -210,7 +163,7 @@ func TestLingeringChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	if counts {
-		if got := commandCalls(t, e.rdb, "subscribe") - subscribes; got != 0 {
+		if got := redistest.CommandCalls(t, e.rdb, "subscribe") - subscribes; got != 0 {
 			t.Fatalf("subscribing again to a lingering channel sent %d SUBSCRIBE", got)
 		}
 	}
@@ -227,7 +180,7 @@ func TestLingeringChannels(t *testing.T) {
 			e.subscribed(t, e.channel(t, 1)), e.subscribed(t, e.channel(t, n-1)))
 	}
 	if counts {
-		sent := commandCalls(t, e.rdb, "unsubscribe") - unsubscribes
+		sent := redistest.CommandCalls(t, e.rdb, "unsubscribe") - unsubscribes
 		t.Logf("%d channels unsubscribed with %d UNSUBSCRIBE commands", n-1, sent)
 		if sent >= n/10 {
 			t.Fatalf("%d UNSUBSCRIBE commands for %d channels: not batched", sent, n-1)

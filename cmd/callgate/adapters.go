@@ -35,7 +35,7 @@ type history struct {
 }
 
 func (h history) After(ctx context.Context, sid string, after gateway.Position, limit int) (gateway.HistoryRead, error) {
-	sp, err := h.bus.Range(ctx, h.keys.Pos(sid), h.keys.History(sid), h.keys.Record(sid),
+	sp, err := h.bus.Range(ctx, h.keys.Record(sid), h.keys.History(sid), h.keys.Record(sid),
 		pubsub.Position(after), limit)
 	if err != nil {
 		return gateway.HistoryRead{}, err

@@ -738,11 +738,11 @@ func TestChaos(t *testing.T) {
 	// avoid (any call if there is none), and that master.
 	callOn := func(avoid ...string) (string, string) {
 		for _, sid := range all {
-			if owner := srv.SlotOwner(t, keys.Pos(sid)); !contains(avoid, owner) {
+			if owner := srv.SlotOwner(t, keys.Record(sid)); !contains(avoid, owner) {
 				return sid, owner
 			}
 		}
-		return all[0], srv.SlotOwner(t, keys.Pos(all[0]))
+		return all[0], srv.SlotOwner(t, keys.Record(all[0]))
 	}
 	// touched are the masters the cluster's faults made: each fault hits
 	// a master none before did.
@@ -768,15 +768,15 @@ func TestChaos(t *testing.T) {
 			procs[1].start()
 		case "kill-master":
 			sid, owner := callOn(touched...)
-			promoted := srv.KillMaster(t, keys.Pos(sid))
+			promoted := srv.KillMaster(t, keys.Record(sid))
 			srv.RestartKilled(t)
 			touched = append(touched, promoted)
-			what = fmt.Sprintf("kill-master %s (slot %d of %s; replica %s promoted; restarted as a replica)", owner, slots.Slot(keys.Pos(sid)), sid, promoted)
+			what = fmt.Sprintf("kill-master %s (slot %d of %s; replica %s promoted; restarted as a replica)", owner, slots.Slot(keys.Record(sid)), sid, promoted)
 		case "failover":
 			sid, owner := callOn(touched...)
-			to := srv.Failover(t, keys.Pos(sid))
+			to := srv.Failover(t, keys.Record(sid))
 			touched = append(touched, to)
-			what = fmt.Sprintf("failover of %s to %s (slot %d of %s)", owner, to, slots.Slot(keys.Pos(sid)), sid)
+			what = fmt.Sprintf("failover of %s to %s (slot %d of %s)", owner, to, slots.Slot(keys.Record(sid)), sid)
 		case "migrate":
 			// Two busy slots of a shard no fault has touched yet.
 			sid, owner := callOn(touched...)
@@ -785,14 +785,14 @@ func TestChaos(t *testing.T) {
 				if len(picked) == 2 {
 					break
 				}
-				if slots.Slot(keys.Pos(other)) != slots.Slot(keys.Pos(sid)) && srv.SlotOwner(t, keys.Pos(other)) == owner {
+				if slots.Slot(keys.Record(other)) != slots.Slot(keys.Record(sid)) && srv.SlotOwner(t, keys.Record(other)) == owner {
 					picked = append(picked, other)
 				}
 			}
 			var moved []string
 			for _, m := range picked {
-				to := srv.MigrateSlot(t, keys.Pos(m))
-				moved = append(moved, fmt.Sprintf("slot %d of %s to %s", slots.Slot(keys.Pos(m)), m, to))
+				to := srv.MigrateSlot(t, keys.Record(m))
+				moved = append(moved, fmt.Sprintf("slot %d of %s to %s", slots.Slot(keys.Record(m)), m, to))
 			}
 			what = fmt.Sprintf("migrate from %s: %s", owner, strings.Join(moved, ", "))
 		case "kill-primary":

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -522,4 +523,22 @@ func lookBins(mode Mode, names ...string) (map[string]string, error) {
 		bins[name] = p
 	}
 	return bins, nil
+}
+
+// CommandCalls returns how many times the Redis rdb talks to ran command
+// (lower case, as INFO commandstats names it). Only a real Redis counts
+// commands: call it in ModeReal only.
+func CommandCalls(t testing.TB, rdb redis.UniversalClient, command string) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+command+":calls="); ok {
+			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+			return v
+		}
+	}
+	return 0
 }
