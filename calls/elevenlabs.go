@@ -46,7 +46,11 @@ func (i *jsonInt) UnmarshalJSON(b []byte) error {
 	}
 	i.set = true
 	if len(b) >= 2 && b[0] == '"' {
-		b = b[1 : len(b)-1]
+		// A string holds digits only: no sign, no space.
+		if n, err := parseDigits(string(b[1 : len(b)-1])); err == nil {
+			i.n, i.ok = n, true
+		}
+		return nil
 	}
 	if len(b) == 0 || len(b) > maxIntLen {
 		return nil

@@ -99,7 +99,7 @@ func ParseSignature(header string) (Signature, error) {
 			if haveT {
 				return Signature{}, fmt.Errorf("%w: more than one t", ErrSignatureMalformed)
 			}
-			ts, err := parseUnixSeconds(value)
+			ts, err := parseDigits(value)
 			if err != nil {
 				return Signature{}, fmt.Errorf("%w: t: %w", ErrSignatureMalformed, err)
 			}
@@ -135,11 +135,12 @@ func parseLowerHexMAC(s string) ([]byte, error) {
 	return hex.DecodeString(s)
 }
 
-// parseUnixSeconds accepts only plain decimal digits: strconv.ParseInt alone
-// would also take signs, which no signer produces.
-func parseUnixSeconds(s string) (int64, error) {
-	if s == "" {
-		return 0, errors.New("empty")
+// parseDigits accepts only plain decimal digits: strconv.ParseInt alone
+// would also take signs, which no signer produces and the documents do not
+// allow.
+func parseDigits(s string) (int64, error) {
+	if s == "" || len(s) > maxIntLen {
+		return 0, errors.New("empty or too long")
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {

@@ -486,6 +486,25 @@ func TestHandshakeErrorsAreJSON(t *testing.T) {
 	c.Welcome()
 }
 
+// TestUpgradeCarriesTheRequestID: the 101 answer carries the X-Request-Id
+// that the HTTP stack set on the response, as every other answer does.
+func TestUpgradeCarriesTheRequestID(t *testing.T) {
+	srv, _, _ := startServer(t, gateway.Config{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "req-42")
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Request-Id") != "req-42" {
+		t.Fatalf("upgrade: %d, X-Request-Id %q; want 101 with req-42", resp.StatusCode, resp.Header.Get("X-Request-Id"))
+	}
+}
+
 // TestFrameSizes sends events across the frame header's length encodings
 // (7-bit, 16-bit and 64-bit) in one batch and checks the client gets them
 // intact.

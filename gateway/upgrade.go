@@ -45,7 +45,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 	}
 	// Gorilla answers the handshake; the connection it returns is not
 	// used (read.go reads, the flusher writes).
-	if _, err := s.upgrader.Upgrade(hijacker{w, c}, r, nil); err != nil {
+	if _, err := s.upgrader.Upgrade(hijacker{w, c}, r, upgradeHeader(w)); err != nil {
 		if id != nil {
 			s.release(id.User)
 		}
@@ -69,6 +69,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, topic *topicState
 	// everything the HTTP server held for the request is freed.
 	upgraded = true
 	go c.run(mustAuth, r.URL.Path)
+}
+
+// upgradeHeader is what the 101 answer carries besides the handshake's own
+// headers: the request id set on w, as every other answer has it. Gorilla
+// writes only these on the hijacked connection, not w's headers.
+func upgradeHeader(w http.ResponseWriter) http.Header {
+	id := w.Header().Get("X-Request-Id")
+	if id == "" {
+		return nil
+	}
+	return http.Header{"X-Request-Id": {id}}
 }
 
 // enter counts a connection request in wg, unless the server is

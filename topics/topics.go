@@ -216,6 +216,9 @@ const CodeUnknownTopic = "unknown_topic"
 type stateBody struct {
 	Topic   string `json:"topic"`
 	Version int64  `json:"version"`
+	// Epoch is the state frames' epoch, decimal digits in a string as
+	// there; "0" while the topic has no state.
+	Epoch string `json:"epoch"`
 	// Changed is set on PUT answers.
 	Changed *bool           `json:"changed,omitempty"`
 	Data    json.RawMessage `json:"data"`
@@ -248,7 +251,7 @@ func (h *Handler) put(c echo.Context) error {
 		return h.fail(c, err)
 	}
 	h.log.Info("topic set", "topic", topic, "version", st.Version, "changed", changed, "bytes", len(st.Data))
-	return c.JSON(http.StatusOK, stateBody{Topic: topic, Version: st.Version, Changed: &changed, Data: st.Data})
+	return c.JSON(http.StatusOK, stateBody{Topic: topic, Version: st.Version, Epoch: strconv.FormatInt(st.Epoch, 10), Changed: &changed, Data: st.Data})
 }
 
 func (h *Handler) get(c echo.Context) error {
@@ -256,5 +259,5 @@ func (h *Handler) get(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	return c.JSON(http.StatusOK, stateBody{Topic: st.Topic, Version: st.Version, Data: st.Data})
+	return c.JSON(http.StatusOK, stateBody{Topic: st.Topic, Version: st.Version, Epoch: strconv.FormatInt(st.Epoch, 10), Data: st.Data})
 }

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"encoding/json"
 	"io/fs"
 	"net/http"
 	"path"
@@ -61,7 +62,8 @@ type handler struct {
 // Handler serves the viewer at prefix, which starts and ends with "/"
 // (for example "/viewer/"): index.html at prefix itself, the other files
 // by name below it, and a redirect from prefix without its slash. It
-// answers GET and HEAD; anything else is 405, a name it does not hold 404.
+// answers GET and HEAD; anything else is 405, a name it does not hold 404,
+// both with the API's JSON error body.
 func Handler(prefix string) http.Handler {
 	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || len(prefix) < 2 {
 		panic("viewer: prefix must start and end with /: " + prefix)
@@ -104,7 +106,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hdr.Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		fail(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 		return
 	}
 	if r.URL.Path == strings.TrimSuffix(h.prefix, "/") {
@@ -122,7 +124,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutPrefix(r.URL.Path, h.prefix)
 	f := h.files[name]
 	if !ok || f == nil {
-		http.Error(w, "not found", http.StatusNotFound)
+		fail(w, http.StatusNotFound, "not_found", "not found")
 		return
 	}
 	hdr.Set("Content-Type", f.ctype)
@@ -131,4 +133,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// so that a new version is never hidden behind a cached old one.
 	hdr.Set("Cache-Control", "no-cache")
 	http.ServeContent(w, r, f.name, time.Time{}, bytes.NewReader(f.body))
+}
+
+// fail answers as the gateway's router does for its other paths, with the
+// API's error body {"code":…,"message":…}: clients match errors on one
+// shape everywhere.
+func fail(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{code, msg})
 }

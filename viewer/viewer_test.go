@@ -104,9 +104,7 @@ func TestNotFoundAndMethods(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404", p, resp.StatusCode)
 		}
-		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
-			t.Errorf("GET %s: 404 with Content-Type %q, want text/plain", p, ct)
-		}
+		checkError(t, "GET "+p, resp, `{"code":"not_found","message":"not found"}`)
 		checkHeaders(t, "GET "+p, resp)
 	}
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions} {
@@ -114,7 +112,20 @@ func TestNotFoundAndMethods(t *testing.T) {
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
 			t.Errorf("%s /viewer/: %d, Allow %q; want 405 and GET, HEAD", m, resp.StatusCode, resp.Header.Get("Allow"))
 		}
+		checkError(t, m+" /viewer/", resp, `{"code":"method_not_allowed","message":"method not allowed"}`)
 		checkHeaders(t, m+" /viewer/", resp)
+	}
+}
+
+// checkError checks that an error answer has the gateway's JSON error
+// body, want.
+func checkError(t *testing.T, what string, resp *http.Response, want string) {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: Content-Type %q, want application/json", what, ct)
+	}
+	if got := strings.TrimSpace(body(t, resp)); got != want {
+		t.Errorf("%s: body %s, want %s", what, got, want)
 	}
 }
 

@@ -288,16 +288,20 @@ func (a *app) serve() error {
 	return nil
 }
 
-// shutdown stops accepting, closes every socket with 1001 and waits for
-// them until ctx ends, then stops the bus, the pprof server and Redis, in
-// that order.
+// shutdown closes every socket with 1001 and waits for them, then stops
+// accepting and lets running requests finish, all until ctx ends; then it
+// stops the bus, the pprof server and Redis, in that order.
 func (a *app) shutdown(ctx context.Context) error {
 	var err error
 	a.closeOnce.Do(func() {
-		// http.Server.Shutdown does not wait for hijacked sockets; the
-		// gateway closes those itself.
-		herr := a.http.Shutdown(ctx)
+		// The gateway drains first, while the HTTP server still
+		// answers: /readyz says draining and new sockets and streams
+		// are refused, so that a load balancer takes the instance out
+		// while its sockets close. http.Server.Shutdown would close
+		// the listener at once, and does not wait for hijacked sockets
+		// anyway.
 		gerr := a.gw.Shutdown(ctx)
+		herr := a.http.Shutdown(ctx)
 		a.busCancel()
 		a.bus.Close()
 		select {

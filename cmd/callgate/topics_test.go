@@ -83,12 +83,17 @@ func TestTopicsChangedOnlyAcrossInstances(t *testing.T) {
 		}
 	}
 	second := `{"workflows":[{"id":"wf1","state":"done","steps":3}],"updated":2}`
-	if status, out := ins[2].putTopic("workflows", second); status != 200 || out["version"] != 2.0 {
+	if status, out = ins[2].putTopic("workflows", second); status != 200 || out["version"] != 2.0 {
 		t.Fatalf("second PUT: %d %v", status, out)
 	}
+	var epoch string
 	for _, c := range clients {
 		expectState(t, c, "workflows", 1, first)
-		expectState(t, c, "workflows", 2, second) // nothing in between
+		f := expectState(t, c, "workflows", 2, second) // nothing in between
+		epoch = f.Epoch
+	}
+	if epoch == "" || out["epoch"] != epoch {
+		t.Fatalf("PUT answered epoch %v, the state frames carry %q", out["epoch"], epoch)
 	}
 	late := ins[0].topicWS("workflows")
 	expectState(t, late, "workflows", 2, second)
@@ -98,11 +103,11 @@ func TestTopicsChangedOnlyAcrossInstances(t *testing.T) {
 	expectState(t, routes, "routes", 1, `["r1"]`)
 
 	status, out = ins[1].do(http.MethodGet, "/api/topics/workflows", nil, apiHeader())
-	if status != 200 || out["version"] != 2.0 || !jsonEqual(t, mustJSON(out["data"]), []byte(second)) {
+	if status != 200 || out["version"] != 2.0 || out["epoch"] != epoch || !jsonEqual(t, mustJSON(out["data"]), []byte(second)) {
 		t.Fatalf("GET: %d %v", status, out)
 	}
 	status, out = ins[1].do(http.MethodGet, "/api/topics/workflow-history", nil, apiHeader())
-	if status != 200 || out["version"] != 0.0 || out["data"] != nil {
+	if status != 200 || out["version"] != 0.0 || out["epoch"] != "0" || out["data"] != nil {
 		t.Fatalf("GET of a topic without state: %d %v", status, out)
 	}
 }
