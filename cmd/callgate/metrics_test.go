@@ -74,7 +74,16 @@ func TestMetricsMatchWhatHappened(t *testing.T) {
 		c.Expect("event")
 	}
 
+	// A delivery is counted once its write returned, which may be just
+	// after the client read it: poll until a scrape shows every write.
 	m := in.scrape()
+	for polls := 0; m["callgate_publish_to_socket_seconds_count"] < 12 || m["callgate_events_delivered_total"] < 12; polls++ {
+		if polls == 500 {
+			break // the checks below say what is missing
+		}
+		time.Sleep(10 * time.Millisecond) // polling: a write's end has no notification to wait on
+		m = in.scrape()
+	}
 	want := map[string]float64{
 		`callgate_connections{transport="websocket"}`:                                    3,
 		`callgate_connections{transport="sse"}`:                                          0,
