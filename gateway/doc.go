@@ -12,7 +12,8 @@
 //	server.go      Server: delivery, stats, shutdown
 //	config.go      Config and its defaults
 //	upgrade.go     the checks and upgrade of a request
-//	sse.go         Server-Sent Events streams: the request, the event format, the end
+//	sse.go         Server-Sent Events streams: the request, its checks, the end
+//	ssewire.go     the streams' event format: events, the close event, resumable ids
 //	conn.go        a connection's state
 //	session.go     a connection's life: run, open, the read loop, cleanup
 //	read.go        the reading of client frames (read_linux.go: the wait for input)

@@ -19,6 +19,18 @@
 // positions by epoch, then number, and treat a change of epoch as a point
 // where messages may have been lost.
 //
+// # Files
+//
+//	message.go    what a publisher says (Message, Payload, Position) and gets back
+//	publish.go    Publish: the publish step (publish.lua) and how it is sent
+//	step.go       a Lua step run as a Redis function, or as a script
+//	history.go    Range: a sequence's position and history, read back
+//	bus.go        the Bus: its configuration, channels and their reference
+//	              counts, subscribe, unsubscribe, the linger sweep and health;
+//	              past 400 lines because all of them share Bus.mu and read
+//	              best side by side
+//	subscriber.go one subscriber connection: its commands and receive loop
+//
 // # Concurrency
 //
 // Lock order: subscriber.sendMu, then Bus.mu. Bus.mu guards every channel

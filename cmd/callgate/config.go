@@ -1,5 +1,9 @@
 package main
 
+// The configuration: every flag with its CALLGATE_* variable, default and
+// check, in one file (past 400 lines) so that the list reads as the
+// README's table does.
+
 import (
 	"errors"
 	"flag"
