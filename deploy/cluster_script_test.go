@@ -33,7 +33,7 @@ func clusterScript(t *testing.T, env []string, args ...string) (string, int) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join("local", "cluster.sh")}, args...)...)
 	cmd.Env = env

@@ -268,7 +268,7 @@ start() {
 	i=0
 	for port in "${INSTANCE_PORTS[@]}"; do
 		i=$((i + 1))
-		wait_for "gateway-$i" 15 gateway_ready "$i" "$port" ||
+		wait_for "gateway-$i" 60 gateway_ready "$i" "$port" ||
 			start_failed "gateway-$i is not ready on port $port; see $STATE/logs/gateway-$i.log"
 	done
 
@@ -290,7 +290,7 @@ start() {
 	mapfile -t args < <(nginx_args)
 	"$NGINX_BIN" "${args[@]}" >"$STATE/logs/nginx-start.log" 2>&1 ||
 		start_failed "nginx did not start: $(cat "$STATE/logs/nginx-start.log")"
-	wait_for nginx 10 ready "$HTTP_PORT" || start_failed "nginx is not ready on port $HTTP_PORT; see $STATE/nginx/error.log"
+	wait_for nginx 30 ready "$HTTP_PORT" || start_failed "nginx is not ready on port $HTTP_PORT; see $STATE/nginx/error.log"
 
 	cat <<-EOF
 
@@ -361,7 +361,7 @@ start_redis() {
 	single)
 		echo "starting redis-server on 127.0.0.1:$REDIS_PORT"
 		redis_server redis "$REDIS_PORT" "$STATE/redis"
-		wait_for redis 10 redis_ping "$REDIS_PORT" || start_failed "redis-server did not start; see $STATE/logs/redis.log"
+		wait_for redis 30 redis_ping "$REDIS_PORT" || start_failed "redis-server did not start; see $STATE/logs/redis.log"
 		REDIS_VAR=CALLGATE_REDIS_URL
 		REDIS_VALUE=redis://127.0.0.1:$REDIS_PORT/0
 		;;
@@ -374,7 +374,7 @@ start_redis() {
 			addrs+=("127.0.0.1:$port")
 		done
 		for port in "${CLUSTER_PORTS[@]}"; do
-			wait_for redis 10 redis_ping "$port" || start_failed "redis-server on port $port did not start; see $STATE/logs/redis-$port.log"
+			wait_for redis 30 redis_ping "$port" || start_failed "redis-server on port $port did not start; see $STATE/logs/redis-$port.log"
 		done
 		REDIS_CLI=$REDIS_CLI_BIN sh "$REPO/deploy/redis/cluster-create.sh" "${addrs[@]}" >"$STATE/logs/cluster-create.log" 2>&1 ||
 			start_failed "the cluster was not created; see $STATE/logs/cluster-create.log:
@@ -392,10 +392,10 @@ $(tail -n 5 "$STATE/logs/cluster-create.log")"
 		echo "starting redis-server on 127.0.0.1:$REDIS_PORT, its replica on $REPLICA_PORT, Sentinels on ${SENTINEL_PORTS[*]}"
 		redis_server "redis-$REDIS_PORT" "$REDIS_PORT" "$STATE/redis-$REDIS_PORT"
 		redis_server "redis-$REPLICA_PORT" "$REPLICA_PORT" "$STATE/redis-$REPLICA_PORT" --replicaof 127.0.0.1 "$REDIS_PORT"
-		wait_for redis 10 redis_ping "$REDIS_PORT" || start_failed "redis-server did not start; see $STATE/logs/redis-$REDIS_PORT.log"
+		wait_for redis 30 redis_ping "$REDIS_PORT" || start_failed "redis-server did not start; see $STATE/logs/redis-$REDIS_PORT.log"
 		# The Sentinels find the replica in the primary's INFO at once
 		# when it is connected before they start.
-		wait_for replica 20 replica_linked "$REPLICA_PORT" || start_failed "the replica is not in sync; see $STATE/logs/redis-$REPLICA_PORT.log"
+		wait_for replica 60 replica_linked "$REPLICA_PORT" || start_failed "the replica is not in sync; see $STATE/logs/redis-$REPLICA_PORT.log"
 		for port in "${SENTINEL_PORTS[@]}"; do
 			mkdir -p "$STATE/sentinel-$port"
 			REDIS_SERVER=$REDIS_SERVER_BIN SENTINEL_MASTER_NAME=$SENTINEL_MASTER \
@@ -405,7 +405,7 @@ $(tail -n 5 "$STATE/logs/cluster-create.log")"
 			addrs+=("127.0.0.1:$port")
 		done
 		for port in "${SENTINEL_PORTS[@]}"; do
-			wait_for sentinel 30 sentinel_ready "$port" || start_failed "the Sentinel on port $port does not see the others or the replica; see $STATE/logs/sentinel-$port.log"
+			wait_for sentinel 60 sentinel_ready "$port" || start_failed "the Sentinel on port $port does not see the others or the replica; see $STATE/logs/sentinel-$port.log"
 		done
 		REDIS_VAR=CALLGATE_REDIS_SENTINEL
 		REDIS_VALUE=redis://${addrs[0]}?master_name=$SENTINEL_MASTER
