@@ -118,6 +118,7 @@ type Bus struct {
 	sweeper *time.Timer         // nil while no channel lingers
 
 	reconnects atomic.Int64
+	steps      stepRunner // how the publish step runs on this Bus's Redis
 }
 
 // channel is one channel the process follows, or lingers on. Guarded by

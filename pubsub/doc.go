@@ -35,9 +35,10 @@
 //
 // Lock order: subscriber.sendMu, then Bus.mu. Bus.mu guards every channel
 // and subscriber field (marked so where they are declared) and is never
-// held across I/O. Goroutines: one receive loop per subscriber connection
-// (started by Run, or when a new connection is needed after Run), which
-// owns that connection's reads and replaces it on failure; one
-// Config.OnReconnect call per restored connection; the linger sweeper's
-// timer. Close stops all of them and waits for them.
+// held across I/O. stepRunner.loadMu, held while a function library is
+// loaded, is taken with no other lock held. Goroutines: one receive loop
+// per subscriber connection (started by Run, or when a new connection is
+// needed after Run), which owns that connection's reads and replaces it on
+// failure; one Config.OnReconnect call per restored connection; the linger
+// sweeper's timer. Close stops all of them and waits for them.
 package pubsub

@@ -220,7 +220,7 @@ func (b *Bus) runPublish(ctx context.Context, keys []string, args []any) ([]any,
 	if b.cfg.WaitReplicas > 0 {
 		return b.runWaiting(ctx, keys, args)
 	}
-	return publishStep.run(ctx, func(asFunction bool) *redis.Cmd {
+	return b.steps.run(ctx, publishStep, func(asFunction bool) *redis.Cmd {
 		if asFunction {
 			return b.publisher.FCall(ctx, publishStep.fn, keys, args...)
 		}
@@ -273,7 +273,7 @@ func (b *Bus) runWaiting(ctx context.Context, keys []string, args []any) ([]any,
 		return nil, fmt.Errorf("pubsub: waiting for replicas needs a Redis client, not %T", b.rdb)
 	}
 	var wait *redis.Cmd
-	run := publishStep.run(ctx, func(asFunction bool) *redis.Cmd {
+	run := b.steps.run(ctx, publishStep, func(asFunction bool) *redis.Cmd {
 		for attempt := 0; ; attempt++ {
 			pipe := node.Pipeline()
 			var run *redis.Cmd

@@ -31,6 +31,12 @@ type luaStep struct {
 	fn     string        // the function's name
 	lib    string        // the library's code
 	script *redis.Script // the same step as a script
+}
+
+// stepRunner is how one Bus runs its steps: what its Redis allows, and
+// the loads it made. Each Bus has its own, since each has its own client
+// (and ACL user).
+type stepRunner struct {
 	// scripts is set once the server refused functions: every later call
 	// runs the script.
 	scripts atomic.Bool
@@ -57,11 +63,11 @@ func newLuaStep(name, entry, body string) *luaStep {
 // call is what a step sends once: on c, as a function or as a script.
 type call func(asFunction bool) *redis.Cmd
 
-// run runs the step with send, loading the library with load when the
-// server does not have it and falling back to the script when the
-// server refuses functions. load loads the library where send's command
-// goes (every primary of a cluster).
-func (s *luaStep) run(ctx context.Context, send call, load func(ctx context.Context, lib string) error) *redis.Cmd {
+// run runs step with send, loading the library with load when the server
+// does not have it and falling back to the script when the server refuses
+// functions. load loads the library where send's command goes (every
+// primary of a cluster).
+func (s *stepRunner) run(ctx context.Context, step *luaStep, send call, load func(ctx context.Context, lib string) error) *redis.Cmd {
 	if s.scripts.Load() {
 		return send(false)
 	}
@@ -79,7 +85,7 @@ func (s *luaStep) run(ctx context.Context, send call, load func(ctx context.Cont
 	}
 	// Not loaded here: a new process, a node new to the cluster, a
 	// flushed or never-loaded library.
-	if err := s.load(ctx, sent, load); err != nil {
+	if err := s.load(ctx, step, sent, load); err != nil {
 		if refusesFunctions(err) {
 			s.scripts.Store(true)
 			return send(false)
@@ -90,15 +96,15 @@ func (s *luaStep) run(ctx context.Context, send call, load func(ctx context.Cont
 	return send(true)
 }
 
-// load loads the library unless a load finished after the call that
+// load loads step's library unless a load finished after the call that
 // found it missing was sent (sent is loads then).
-func (s *luaStep) load(ctx context.Context, sent uint64, load func(ctx context.Context, lib string) error) error {
+func (s *stepRunner) load(ctx context.Context, step *luaStep, sent uint64, load func(ctx context.Context, lib string) error) error {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
 	if s.loads.Load() != sent {
 		return nil
 	}
-	if err := load(ctx, s.lib); err != nil {
+	if err := load(ctx, step.lib); err != nil {
 		return err
 	}
 	s.loads.Add(1)
