@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -81,18 +82,26 @@ func buildCallgate(t *testing.T) string {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
-// that no other call in this test process returned: the tests start many
-// servers on ports chosen in advance, and the kernel may hand a port just
-// closed to the next listener. A port p is also never returned after p -
-// 10000 or p + 10000 was, the cluster bus ports of Redis Cluster nodes.
+// that no other call in this test process returned. The servers the tests
+// start get ports chosen in advance, so the port must stay free until
+// they bind it: it is taken below the kernel's ephemeral range (which
+// outgoing connections draw their local ports from, thousands of them on
+// a busy machine) when the range leaves room, between 10000 and 22767, so
+// that a Redis Cluster node's bus port (port + 10000) is below it too. A
+// port p is never returned after p - 10000 or p + 10000 was.
 func freePort(t *testing.T) int {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	below := ephemeralLow() >= 32768
+	for range 10000 {
+		addr := "127.0.0.1:0"
+		if below {
+			addr = fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(12768))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			continue // taken
 		}
 		p := l.Addr().(*net.TCPAddr).Port
 		l.Close()
@@ -101,6 +110,22 @@ func freePort(t *testing.T) int {
 			return p
 		}
 	}
+	t.Fatal("no free port found")
+	return 0
+}
+
+// ephemeralLow is the lowest port of the kernel's ephemeral range, or 0
+// when it cannot be read (not Linux).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return 0
+	}
+	return lo
 }
 
 var (
