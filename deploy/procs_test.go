@@ -5,17 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callgate/callgate/internal/porttest"
 )
 
 // requireTools returns the paths of nginx and redis-server. Without them
@@ -81,57 +81,9 @@ func buildCallgate(t *testing.T) string {
 	return bin
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
-// that no other call in this test process returned. The servers the tests
-// start get ports chosen in advance, so the port must stay free until
-// they bind it: it is taken below the kernel's ephemeral range (which
-// outgoing connections draw their local ports from, thousands of them on
-// a busy machine) when the range leaves room, between 10000 and 22767, so
-// that a Redis Cluster node's bus port (port + 10000) is below it too. A
-// port p is never returned after p - 10000 or p + 10000 was.
-func freePort(t *testing.T) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	below := ephemeralLow() >= 32768
-	for range 10000 {
-		addr := "127.0.0.1:0"
-		if below {
-			addr = fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(12768))
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !portsGiven[p] && !portsGiven[p-10000] && !portsGiven[p+10000] {
-			portsGiven[p] = true
-			return p
-		}
-	}
-	t.Fatal("no free port found")
-	return 0
-}
-
-// ephemeralLow is the lowest port of the kernel's ephemeral range, or 0
-// when it cannot be read (not Linux).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	var lo, hi int
-	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
-		return 0
-	}
-	return lo
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
+// freePort returns a loopback port for a server the test starts (see
+// porttest).
+func freePort(t *testing.T) int { return porttest.Free(t) }
 
 // cleanEnv is this process's environment without CALLGATE_* variables,
 // plus extra.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/callgate/callgate/calls"
 	"github.com/callgate/callgate/gateway"
+	"github.com/callgate/callgate/internal/porttest"
 	"github.com/callgate/callgate/internal/redistest"
 	"github.com/callgate/callgate/internal/slots"
 )
@@ -53,14 +54,11 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// freeAddr returns a loopback address for an instance the test starts
+// as a process (see porttest).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(porttest.Free(t))
 }
 
 // start starts the process and returns once it is ready.

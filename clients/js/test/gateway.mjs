@@ -35,13 +35,47 @@ export async function buildGateway() {
   return bin;
 }
 
-/** freePort returns a loopback port that was free a moment ago. */
-export async function freePort() {
+const givenPorts = new Set();
+
+/** ephemeralLow is the lowest port of the kernel's ephemeral range, or 0 where it cannot be read. */
+function ephemeralLow() {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** listenOn resolves to the port listened on (0: any), or null when it is taken. */
+async function listenOn(port) {
   const srv = net.createServer();
-  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
-  const { port } = srv.address();
+  const ok = await new Promise((r) => {
+    srv.once("error", () => r(false));
+    srv.listen(port, "127.0.0.1", () => r(true));
+  });
+  if (!ok) return null;
+  const got = srv.address().port;
   await new Promise((r) => srv.close(r));
-  return port;
+  return got;
+}
+
+/**
+ * freePort returns a loopback port that was free a moment ago and that this process has not
+ * handed out before. A port found by listening on port 0 comes from the ephemeral range, which
+ * outgoing connections also take their local ports from, so one of them could take it before
+ * the server the test starts binds it: below that range (10000-22767, as the Go tests' porttest
+ * package does), only other listeners compete.
+ */
+export async function freePort() {
+  const below = ephemeralLow() > 32767;
+  for (let i = 0; i < 10000; i++) {
+    const port = await listenOn(below ? 10000 + Math.floor(Math.random() * 12768) : 0);
+    if (port !== null && !givenPorts.has(port)) {
+      givenPorts.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free port found");
 }
 
 /** Redis is a redis-server of the test's own. */
