@@ -223,10 +223,16 @@ func TestHostileInput(t *testing.T) {
 
 // TestSubscriptionFlood sends 1000 subscribe requests on one socket: the
 // first 100 existing calls are followed, further existing ones are refused
-// with too_many_subscriptions, unknown ones get call_not_found.
+// with too_many_subscriptions, unknown ones get call_not_found. The client
+// reads the answers only after sending every request, so the send queue
+// holds all of them (with the default 256 frames, a busy machine whose
+// flusher falls behind closes the socket with 4008, as it should).
 func TestSubscriptionFlood(t *testing.T) {
 	srv := redistest.Start(t)
-	in := secureInstance(t, srv, redistest.Prefix(t), func(c *config) { c.MaxFrameRate, c.MaxFrameBurst = 100000, 2000 })
+	in := secureInstance(t, srv, redistest.Prefix(t), func(c *config) {
+		c.MaxFrameRate, c.MaxFrameBurst = 100000, 2000
+		c.SendQueue = 2000
+	})
 	for i := range 150 {
 		in.saveCall(calls.Update{CallSID: fmt.Sprintf("EL_f%03d", i)})
 	}
