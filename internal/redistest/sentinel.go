@@ -298,8 +298,15 @@ func (s *Server) KillPrimary(t testing.TB) string {
 }
 
 // stop shuts the data nodes down, the replica first so that nothing can
-// be promoted; the Sentinels keep running and see the primary down.
+// be promoted; the Sentinels keep running and see the primary down. It
+// is an outage, not a failover: the Sentinels are first told to wait an
+// hour before judging the primary down, or they may promote the replica
+// the moment it is back, before the primary (restart gives them their
+// usual wait again).
 func (ss *sentinelSet) stop(ctx context.Context) error {
+	if err := ss.setDownAfter(ctx, time.Hour); err != nil {
+		return err
+	}
 	for _, primary := range []bool{false, true} {
 		for _, n := range ss.data {
 			if n.running() && (n == ss.primary) == primary {
@@ -328,7 +335,24 @@ func (ss *sentinelSet) restart(ctx context.Context) error {
 		}
 	}
 	ss.stopped = nil
-	return ss.settle(ctx)
+	if err := ss.settle(ctx); err != nil {
+		return err
+	}
+	return ss.setDownAfter(ctx, sentinelDownAfter)
+}
+
+// setDownAfter sets how long every Sentinel waits before it judges the
+// primary down.
+func (ss *sentinelSet) setDownAfter(ctx context.Context, d time.Duration) error {
+	for _, s := range ss.sentinels {
+		if !s.running() {
+			continue
+		}
+		if err := s.c.Do(ctx, "SENTINEL", "SET", SentinelMaster, "down-after-milliseconds", d.Milliseconds()).Err(); err != nil {
+			return fmt.Errorf("%s: SENTINEL SET down-after-milliseconds: %w", s, err)
+		}
+	}
+	return nil
 }
 
 // flush runs FLUSHALL on the primary; the replica follows.
