@@ -69,6 +69,14 @@ func startInstanceLogging(t testing.TB, srv *redistest.Server, prefix, name stri
 	if logs != nil {
 		w = io.MultiWriter(tw, logs)
 	}
+	a := serveApp(t, cfg, w)
+	return &instance{t: t, app: a, url: "http://" + a.addr()}
+}
+
+// serveApp starts an instance with cfg, logging to w, serving until the
+// test ends, when it is shut down and waited for.
+func serveApp(t testing.TB, cfg config, w io.Writer) *app {
+	t.Helper()
 	a, err := newApp(context.Background(), cfg, newLogger(cfg, w))
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +89,7 @@ func startInstanceLogging(t testing.TB, srv *redistest.Server, prefix, name stri
 		a.shutdown(ctx)
 		<-served
 	})
-	return &instance{t: t, app: a, url: "http://" + a.addr()}
+	return a
 }
 
 // startCluster starts n instances sharing one new Redis.

@@ -139,16 +139,7 @@ func TestDevListensOnLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := newApp(context.Background(), cfg, newLogger(cfg, io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.serve() }()
-	defer func() {
-		a.shutdown(context.Background())
-		<-served
-	}()
+	a := serveApp(t, cfg, io.Discard)
 	var banner strings.Builder
 	printDevBanner(&banner, cfg, a)
 	if want := "Listening on " + a.addr() + ": this machine only"; !strings.Contains(banner.String(), want) {

@@ -443,18 +443,7 @@ func TestREADMEQuickStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := newApp(context.Background(), cfg, newLogger(cfg, io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.serve() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.shutdown(ctx)
-		<-served
-	})
+	a := serveApp(t, cfg, io.Discard)
 	// The README shows the default address, which the banner prints in
 	// its own spelling, and without the --url tail needs elsewhere.
 	_, port, _ := strings.Cut(a.addr(), ":")
