@@ -200,31 +200,7 @@ func TestScriptWhenFunctionsForbidden(t *testing.T) {
 			return c.Do(ctx, "ACL", "DELUSER", user).Err()
 		})
 	})
-	var rdb redis.UniversalClient
-	switch e.srv.Mode() {
-	case redistest.ModeCluster:
-		o, err := redis.ParseClusterURL(e.srv.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Username, o.Password = user, pass
-		rdb = redis.NewClusterClient(o)
-	case redistest.ModeSentinel:
-		o, err := redis.ParseFailoverURL(e.srv.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Username, o.Password = user, pass
-		rdb = redis.NewFailoverClient(o)
-	default:
-		o, err := redis.ParseURL(e.srv.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Username, o.Password = user, pass
-		rdb = redis.NewClient(o)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := e.srv.ClientAs(t, user, pass)
 	if err := rdb.FCall(ctx, "callgate_nothing", nil).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Fatalf("the user may call functions: %v", err)
 	}

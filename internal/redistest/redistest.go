@@ -118,8 +118,14 @@ func (s *Server) Flag() string {
 // closed at test cleanup: a *redis.ClusterClient for a cluster, a failover
 // *redis.Client for Sentinel, a *redis.Client otherwise.
 func (s *Server) Client(t testing.TB) redis.UniversalClient {
+	return s.ClientAs(t, "", "")
+}
+
+// ClientAs is Client, logged in to the data nodes as an ACL user (the
+// default user when user is empty).
+func (s *Server) ClientAs(t testing.TB, user, password string) redis.UniversalClient {
 	t.Helper()
-	c, err := newClient(s.mode, s.url)
+	c, err := newClient(s.mode, s.url, user, password)
 	if err != nil {
 		t.Fatalf("redistest: client for %s: %v", s.url, err)
 	}
@@ -127,12 +133,15 @@ func (s *Server) Client(t testing.TB) redis.UniversalClient {
 	return c
 }
 
-func newClient(mode Mode, u string) (redis.UniversalClient, error) {
+func newClient(mode Mode, u, user, password string) (redis.UniversalClient, error) {
 	switch mode {
 	case ModeCluster:
 		o, err := redis.ParseClusterURL(u)
 		if err != nil {
 			return nil, err
+		}
+		if user != "" {
+			o.Username, o.Password = user, password
 		}
 		return redis.NewClusterClient(o), nil
 	case ModeSentinel:
@@ -140,11 +149,17 @@ func newClient(mode Mode, u string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		if user != "" {
+			o.Username, o.Password = user, password
+		}
 		return redis.NewFailoverClient(o), nil
 	default:
 		o, err := redis.ParseURL(u)
 		if err != nil {
 			return nil, err
+		}
+		if user != "" {
+			o.Username, o.Password = user, password
 		}
 		return redis.NewClient(o), nil
 	}
